@@ -1,0 +1,87 @@
+"""Model registry: backbone name -> how to build it, what input it expects, whether ImageNet weights exist.
+
+Add a backbone by writing ``models/<family>.py`` (a module returning a dict of feature maps) and one
+``ModelSpec`` row in ``MODELS``; ``build_classifier`` then puts the standard head on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from medtl_jax.models import efficientnet_lite, resnet
+from medtl_jax.models.heads import Classifier
+
+# Per-channel (mean, std) in [0, 1] pixel units, applied by the data pipeline as (x - mean) / std.
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's ImageNet statistics
+    "minus_one_one": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # x * 2 - 1, what TF-ported models expect
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to build one backbone and feed it.
+
+    Attributes:
+      build_backbone: constructor taking keyword arguments (``dtype=``; ResNets also ``stem=``).
+      input_norm: key of ``NORMALIZATION`` the ImageNet weights were trained with.
+      default_input_size: side of the square input the weights were trained at.
+      dropout_rate: dropout before the classifier head (the source recipe's).
+      pretrained: whether ``medtl_jax.weights.store.load_pretrained`` has ImageNet weights for it.
+      stems: the stems ``build_classifier(stem=...)`` accepts; the first is the default.
+    """
+
+    build_backbone: Callable[..., nn.Module]
+    input_norm: str
+    default_input_size: int
+    dropout_rate: float
+    pretrained: bool
+    stems: tuple[str, ...] = ("imagenet",)
+
+
+def _resnet_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     pretrained=True, stems=resnet.STEMS)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "resnet18": _resnet_spec(resnet.resnet18),
+    "resnet34": _resnet_spec(resnet.resnet34),
+    "resnet50": _resnet_spec(resnet.resnet50),
+    "resnet101": _resnet_spec(resnet.resnet101),
+    "resnet152": _resnet_spec(resnet.resnet152),
+    "efficientnet_lite0": ModelSpec(efficientnet_lite.efficientnet_lite0, input_norm="minus_one_one",
+                                    default_input_size=224, dropout_rate=0.2, pretrained=True),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ``ModelSpec`` registered as ``name``; ValueError with close matches if there is none."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}.") from None
+
+
+def build_classifier(name: str, num_outputs: int, *, stem: str = "imagenet",
+                     dtype: Any = jnp.float32) -> Classifier:
+    """``Classifier`` (registered backbone + pooled dense head with the spec's dropout) for ``name``.
+
+    ``stem='cifar'`` swaps a ResNet's stride-4 ImageNet stem for the stride-1 3x3 stem used on 28x28
+    MedMNIST images (the ported stem weights then no longer fit). ``dtype`` is the compute dtype.
+    """
+    spec = get_spec(name)
+    if stem not in spec.stems:
+        raise ValueError(f"model {name!r} has no stem {stem!r}; available: {', '.join(spec.stems)}")
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if stem != spec.stems[0]:
+        kwargs["stem"] = stem
+    return Classifier(spec.build_backbone(**kwargs), num_outputs, dropout_rate=spec.dropout_rate,
+                      dtype=dtype)

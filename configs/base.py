@@ -1,0 +1,83 @@
+"""Every config field the trainer reads, with its default. Other config files start from `base_config()`.
+
+Not a runnable recipe by itself (see configs/default.py and configs/medmnist.py); listing every field here
+is what lets `--config.a.b=value` overrides be checked, and typos be caught, before anything runs.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """All fields with neutral defaults."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "synthetic"           # 'synthetic' | 'medmnist'
+    c.data.subset = "default"           # medmnist subset (e.g. 'pneumoniamnist') or synthetic variant
+    c.data.source_size = 28             # stored image size to read (MedMNIST: 28, 64, 128, 224)
+    c.data.input_size = 0               # model input size after resizing; 0 = the model's default
+    c.data.resize_method = "bilinear"   # 'bilinear' | 'nearest' (the MedMNIST "(224)" rows use nearest)
+    c.data.manual_dir = config_dict.placeholder(str)  # folder with <subset>.npz ($MEDTL_MEDMNIST_DIR)
+    c.data.data_dir = config_dict.placeholder(str)    # TFDS folder ($MEDTL_DATA_DIR, ~/.cache/medtl_jax/tfds)
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.enabled = True
+    c.augment.flip = True
+    c.augment.rotate_degrees = 10.0
+    c.augment.crop_scale = 1.0          # random-resized-crop minimum area fraction; 1.0 = no crop
+    c.augment.brightness = 0.0
+    c.augment.contrast = 0.0
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "efficientnet_lite0"
+    c.model.init = "imagenet"           # 'imagenet' | 'scratch'
+    c.model.stem = "imagenet"           # ResNets only: 'imagenet' (7x7/2 + max-pool) | 'cifar' (3x3/1)
+    c.model.weights_file = config_dict.placeholder(str)  # local source weights (.pth) instead of a download
+    c.model.weights_dir = config_dict.placeholder(str)   # weight store ($MEDTL_WEIGHTS_DIR)
+    c.model.dropout_rate = -1.0         # before the head; -1 = the model's default
+    c.model.dtype = "float32"
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"          # 'sgd' | 'adam' | 'adamw'
+    c.optimizer.lr = 1e-3
+    c.optimizer.weight_decay = 0.01
+    c.optimizer.momentum = 0.9          # sgd only
+    c.optimizer.nesterov = False        # sgd only
+    c.optimizer.grad_clip_norm = 0.0    # 0 = off
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "warmup_cosine"   # 'constant' | 'warmup_cosine' | 'multistep'
+    c.schedule.warmup_epochs = 1.0
+    c.schedule.final_lr_fraction = 0.0  # warmup_cosine: end lr as a fraction of the peak
+    c.schedule.milestones_epochs = (50, 75)  # multistep: epochs where lr is multiplied by decay_factor
+    c.schedule.decay_factor = 0.1
+
+    c.train = ml_collections.ConfigDict()
+    c.train.epochs = 10
+    c.train.batch_size = 32             # global batch, split over devices and processes
+    c.train.eval_batch_size = 128
+    c.train.log_every_steps = 20
+    c.train.select_metric = "auc"       # validation metric that picks the checkpoint evaluated on test
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.threshold = 0.5              # binary/multilabel decision threshold for accuracy
+    c.eval.bootstrap_samples = 1000     # for the 95% CIs in results.json
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.num_devices = 0              # 0 = all devices
+    return c
+
+
+def parse_args(arg: str | None, defaults: dict) -> dict:
+    """'k=v,k=v' config-file arguments -> dict, typed like `defaults`; unknown keys name the valid ones."""
+    out = dict(defaults)
+    for item in filter(None, (arg or "").split(",")):
+        if "=" not in item:
+            raise ValueError(f"config argument {item!r} is not key=value; valid keys: {sorted(defaults)}")
+        key, value = item.split("=", 1)
+        if key not in defaults:
+            raise ValueError(f"unknown config argument {key!r}; valid keys: {sorted(defaults)}")
+        out[key] = type(defaults[key])(value) if defaults[key] is not None else value
+    return out

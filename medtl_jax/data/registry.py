@@ -1,0 +1,107 @@
+"""One entry point for the trainer: `load_data(config.data)` -> DataBundle (what it is + sources).
+
+To add a dataset: write a loader `f(data_config) -> DataBundle` and add it to `DATASETS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from medtl_jax.data import builder_base, medmnist, synthetic
+
+# MedMNIST's task names -> ours. The trainer treats 'ordinal' as 'multiclass' for now.
+MEDMNIST_TASKS = {"binary-class": "binary", "multi-class": "multiclass",
+                  "ordinal-regression": "ordinal", "multi-label, binary-class": "multilabel"}
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+    """What a dataset is: task kind, classes, image geometry and split sizes.
+
+    task: 'binary' | 'multiclass' | 'multilabel' | 'ordinal'. num_classes: 2 for binary, the number
+    of labels for multilabel. attributes: record keys holding a per-example group (e.g. 'site'),
+    for per-group evaluation.
+    """
+
+    name: str
+    task: str
+    num_classes: int
+    label_names: tuple[str, ...]
+    channels: int
+    image_size: int
+    splits: dict[str, int]
+    attributes: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass
+class DataBundle:
+    """A dataset ready to read: its DataInfo and one random-access source per split.
+
+    Records are dicts with 'image' uint8 HxWxC, 'label' (int, or int32 vector for multilabel),
+    'index' (position in the original file/split) and any `info.attributes`.
+    """
+
+    info: DataInfo
+    sources: dict[str, Any]
+
+
+def _get(config, key: str, default=None):
+    """config.key for a ConfigDict or a dict, `default` when absent or None."""
+    value = config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
+    return default if value is None else value
+
+
+def _sources(builder) -> dict[str, Any]:
+    return {split: builder.as_data_source(split=split) for split in SPLITS}
+
+
+def _split_counts(builder) -> dict[str, int]:
+    return {split: builder.info.splits[split].num_examples for split in SPLITS}
+
+
+def load_medmnist(config) -> DataBundle:
+    """MedMNIST v2: config.subset, config.source_size (28/64/128/224), manual_dir, data_dir."""
+    subset, size = _get(config, "subset", "pneumoniamnist"), int(_get(config, "source_size", 28))
+    builder = medmnist.build_medmnist(
+        subset, size, data_dir=_get(config, "data_dir", builder_base.default_data_dir()),
+        manual_dir=_get(config, "manual_dir"))
+    meta = medmnist.subset_info(subset, size)
+    task = MEDMNIST_TASKS[meta.task]
+    info = DataInfo(name=f"medmnist/{subset}_{size}", task=task,
+                    num_classes=2 if task == "binary" else meta.num_labels,
+                    label_names=meta.label_names, channels=meta.n_channels, image_size=size,
+                    splits=_split_counts(builder))
+    return DataBundle(info=info, sources=_sources(builder))
+
+
+def load_synthetic(config) -> DataBundle:
+    """SyntheticLesions: config.subset is the variant ('default' or 'tiny'); source_size is ignored."""
+    variant = _get(config, "subset", "default")
+    builder = synthetic.build_synthetic(
+        variant, data_dir=_get(config, "data_dir", builder_base.default_data_dir()))
+    cfg = synthetic.VARIANTS[variant]
+    info = DataInfo(name=f"synthetic/{variant}", task="binary", num_classes=2,
+                    label_names=("normal", "lesion"), channels=1, image_size=cfg.size,
+                    splits=_split_counts(builder), attributes=("site",))
+    return DataBundle(info=info, sources=_sources(builder))
+
+
+DATASETS: dict[str, Callable[[Any], DataBundle]] = {
+    "medmnist": load_medmnist,
+    "synthetic": load_synthetic,
+}
+
+
+def load_data(data_config) -> DataBundle:
+    """Builds (once) and opens the dataset that `data_config.name` names."""
+    name = _get(data_config, "name")
+    if name not in DATASETS:
+        close = difflib.get_close_matches(str(name), list(DATASETS), n=3, cutoff=0.4)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"config.data.name={name!r} is not a known dataset.{hint} "
+                         f"Known: {sorted(DATASETS)}")
+    return DATASETS[name](data_config)

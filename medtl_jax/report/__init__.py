@@ -1,0 +1,1 @@
+"""Human-readable reports: one run's report.md now; sweep tables and plots later."""

