@@ -15,6 +15,7 @@ import re
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally 'path.py:args'.",
@@ -75,6 +76,7 @@ def _unknown_field(argv: list[str], field: str) -> str:
 def main(argv: list[str]) -> None:
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every file operation at INFO
     from medtl_jax.train import train_and_evaluate  # after flag parsing: JAX starts here
     results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     test = results["test"]

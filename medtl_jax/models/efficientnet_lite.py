@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medtl_jax.models.depthwise import DepthwiseConv
+
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
@@ -89,11 +91,10 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 depthwise_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def conv(features: int, kernel: int, stride: int, dtype: Any, name: str, groups: int = 1) -> nn.Conv:
-    """Bias-free conv with TF 'SAME' padding; ``groups == features`` makes it depthwise."""
+def conv(features: int, kernel: int, stride: int, dtype: Any, name: str) -> nn.Conv:
+    """Bias-free conv with TF 'SAME' padding."""
     return nn.Conv(features, (kernel, kernel), (stride, stride), padding="SAME", use_bias=False,
-                   feature_group_count=groups, kernel_init=depthwise_init if groups > 1 else conv_init,
-                   dtype=dtype, param_dtype=jnp.float32, name=name)
+                   kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def batch_norm(train: bool, momentum: float, epsilon: float, dtype: Any, name: str) -> nn.BatchNorm:
@@ -119,7 +120,9 @@ class MBConv(nn.Module):
         y = x
         if s.expand != 1:
             y = nn.relu6(bn("bn0")(conv(hidden, 1, 1, self.dtype, "expand_conv")(y)))
-        y = conv(hidden, s.kernel, s.stride, self.dtype, "depthwise_conv", groups=hidden)(y)
+        # Same kernel layout and result as nn.Conv(feature_group_count=hidden), many times faster on CPU.
+        y = DepthwiseConv(s.kernel, s.stride, kernel_init=depthwise_init, dtype=self.dtype,
+                          name="depthwise_conv")(y)
         y = nn.relu6(bn("bn1")(y))
         y = bn("bn2")(conv(s.out_features, 1, 1, self.dtype, "project_conv")(y))
         if s.has_skip:
