@@ -28,7 +28,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl flag parsing, with config-field typos turned into one readable line instead of a traceback."""
     try:
         return flags.FLAGS(argv)
-    except (AttributeError, KeyError) as err:
+    except (AttributeError, KeyError):
         field = _bad_override(argv)
         if field is None:
             raise

@@ -7,12 +7,9 @@ ValueError that names the file (and the key, where one is involved).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
-import tempfile
 import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -20,6 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from medtl_jax.data.medmnist_info import MEDMNIST_2D, SubsetInfo
+from medtl_jax.download import download_verified, file_digest
 
 NPZ_SPLITS = ("train", "val", "test")  # MedMNIST's split names inside the files
 DOWNLOAD_TIMEOUT_S = 60.0
@@ -39,31 +37,13 @@ def source_url(subset: str, size: int) -> str:
 
 
 def md5sum(path: pathlib.Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """MD5 of a file, the checksum MedMNIST publishes."""
+    return file_digest(path, "md5")
 
 
 def download(url: str, dest: pathlib.Path, md5: str | None) -> pathlib.Path:
     """Downloads `url` to `dest` through a temp file; checks the MD5 (when known) before keeping it."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    digest = hashlib.md5()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
-            for block in iter(lambda: r.read(1 << 20), b""):
-                out.write(block)
-                digest.update(block)
-        if md5 is not None and digest.hexdigest() != md5:
-            raise RuntimeError(f"MD5 mismatch for {url}: got {digest.hexdigest()}, expected {md5}; "
-                               "the partial file was deleted, try again")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return dest
+    return download_verified(url, dest, algorithm="md5", expected=md5, timeout=DOWNLOAD_TIMEOUT_S)
 
 
 def locate(subset: str, size: int, *, manual_dir: str | os.PathLike | None = None,

@@ -24,7 +24,7 @@ def render_run_report(results: dict) -> str:
         "## Data",
         f"- dataset `{data['name']}`, task {data['task']}, {data['num_classes']} classes "
         f"({', '.join(data['label_names'])}), stored at {data['image_size']} px, {data['channels']} channel(s)",
-        f"- splits: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items()), "",
+        "- splits: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items()), "",
         "## Recipe",
         f"- model `{m['name']}`, init `{m['init']}`, stem `{m['stem']}`, compute dtype {m['dtype']}",
         f"- input {cfg['data']['input_size'] or 'model default'} px ({cfg['data']['resize_method']} resize), "

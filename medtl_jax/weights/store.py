@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import importlib
 import os
 import pathlib
 import re
-import tempfile
-import urllib.request
 from typing import Callable
 
 import numpy as np
 from flax import serialization, traverse_util
 
+from medtl_jax.atomic_io import write_bytes_atomic
+from medtl_jax.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
 from medtl_jax.weights.torch_pickle import load_torch_state_dict
 from medtl_jax.weights.torchvision_resnet import convert_resnet
@@ -85,40 +84,19 @@ def check_hash_prefix(path: pathlib.Path, filename: str) -> None:
     match = HASH_IN_NAME.search(filename)
     if not match:
         return
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    if not digest.hexdigest().startswith(match.group(1)):
-        raise RuntimeError(f"{path}: sha256 {digest.hexdigest()[:16]}... does not start with "
+    sha256 = file_digest(path, "sha256")
+    if not sha256.startswith(match.group(1)):
+        raise RuntimeError(f"{path}: sha256 {sha256[:16]}... does not start with "
                            f"{match.group(1)} as its name {filename} promises (corrupt or wrong file)")
 
 
-def _atomic_write(path: pathlib.Path, data: bytes) -> None:
-    """Write via a temp file in the same dir + os.replace, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _download(url: str, dest: pathlib.Path, model_name: str) -> None:
-    """Fetch ``url`` to ``dest`` (temp name, hash check, rename); RuntimeError says how to go offline."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    """Fetch ``url`` to ``dest`` (hash-checked, atomic); RuntimeError says how to work offline."""
+    match = HASH_IN_NAME.search(dest.name)
     try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                f.write(chunk)
-        check_hash_prefix(pathlib.Path(tmp), dest.name)
-        os.replace(tmp, dest)
+        download_verified(url, dest, algorithm="sha256", expected=match.group(1) if match else None,
+                          timeout=DOWNLOAD_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - network, disk and hash failures all end the same way
-        pathlib.Path(tmp).unlink(missing_ok=True)
         raise RuntimeError(
             f"could not download ImageNet weights for {model_name!r} from {url} "
             f"({type(e).__name__}: {e}). To work offline, put {dest.name} in {dest.parent} "
@@ -171,7 +149,11 @@ def load_pretrained(model_name: str, *, weights_file: str | None = None,
                          f"available: {', '.join(PRETRAINED_SOURCES)}")
     source = PRETRAINED_SOURCES[model_name]
     if weights_file:  # None or '' (an unset config field) means: use the store
-        return source.converter(load_torch_state_dict(weights_file))
+        state_dict = load_torch_state_dict(weights_file)
+        try:
+            return source.converter(state_dict)
+        except ValueError as e:
+            raise ValueError(f"{weights_file}: {e}") from e
     store = weights_dir(store_dir)
     cache = store / f"{model_name}.msgpack"
     if cache.is_file():
@@ -180,7 +162,7 @@ def load_pretrained(model_name: str, *, weights_file: str | None = None,
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the source checkpoint
             pass
     variables = source.converter(load_torch_state_dict(source_file(model_name, store)))
-    _atomic_write(cache, serialization.msgpack_serialize(variables))
+    write_bytes_atomic(cache, serialization.msgpack_serialize(variables))
     return variables
 
 
