@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import flax
-import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,7 +28,7 @@ from medtl_jax.atomic_io import write_json_atomic
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.config_checks import validate_config
 from medtl_jax.data import load_data
-from medtl_jax.data.pipeline import Augment, Preprocess, train_batches
+from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
 from medtl_jax.metric_log import MetricLog
 from medtl_jax.models import NORMALIZATION, build_classifier, get_spec
 from medtl_jax.optim import make_optimizer
@@ -166,7 +165,7 @@ def _epoch_batches(config, s: Setup, epoch: int, start: int):
     ds = train_batches(s.data.sources["train"], batch_size=config.train.batch_size // jax.process_count(),
                        seed=config.seed, epoch=epoch, preprocess=s.preprocess, augment=s.augment,
                        shard_index=jax.process_index(), shard_count=jax.process_count())
-    return ds[start:].to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    return as_iterator(ds[start:])
 
 
 def _select(metrics: dict, name: str) -> float:

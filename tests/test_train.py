@@ -127,8 +127,19 @@ def test_full_run_writes_results_and_resumes_after_a_crash(data_dir, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, tmp_path / "crashed")
     assert not (tmp_path / "crashed" / "results.json").exists()
-    monkeypatch.setattr(train, "make_train_step", real_make_train_step)
+    executed = {"n": 0}
+
+    def counting_make_train_step(s):
+        step_fn = real_make_train_step(s)
+
+        def wrapped(state, batch):
+            executed["n"] += 1
+            return step_fn(state, batch)
+        return wrapped
+
+    monkeypatch.setattr(train, "make_train_step", counting_make_train_step)
     resumed = train.train_and_evaluate(config, tmp_path / "crashed")
+    assert executed["n"] == steps_per_epoch, "the rerun should only train the epoch that did not finish"
 
     log = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in log if r["split"] == "train"]

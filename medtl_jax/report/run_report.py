@@ -19,6 +19,7 @@ def render_run_report(results: dict) -> str:
     cfg, data = results["config"], results["data"]
     m, opt, sched, tr, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["train"], cfg["augment"]
     sel = results["selection"]
+    shown = [(k, label) for k, label in _METRICS if k in results["test"]]
     lines = [
         f"# {data['name']} — {m['name']} ({m['init']} init)", "",
         "## Data",
@@ -39,13 +40,13 @@ def render_run_report(results: dict) -> str:
         f"- selection: checkpoint with the best validation {sel['metric']} "
         f"(epoch {sel['best_epoch']}, {_fmt(sel['val_score'])}); test evaluated once with it", "",
         "## Results", "",
-        "| split | " + " | ".join(label for _, label in _METRICS) + " | AUC 95% CI (bootstrap) | n |",
-        "|---" * (len(_METRICS) + 3) + "|",
+        "| split | " + " | ".join(label for _, label in shown) + " | AUC 95% CI (bootstrap) | n |",
+        "|---" * (len(shown) + 3) + "|",
     ]
     for split in ("val", "test"):
         r = results[split]
         ci = r.get("auc_ci95") or [None, None]
-        lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in _METRICS)
+        lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in shown)
                      + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {r['num_examples']} |")
     t, env = results["timing"], results["environment"]
     lines += ["", f"Accuracy uses a fixed threshold of {cfg['eval']['threshold']} for binary tasks and argmax "
