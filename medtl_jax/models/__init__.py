@@ -13,7 +13,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medtl_jax.models import alexnet, cbr, densenet, efficientnet_lite, resnet, vgg
+from medtl_jax.models import alexnet, cbr, densenet, efficientnet, efficientnet_lite, inception, resnet, vgg
 from medtl_jax.models.heads import Classifier
 
 # Per-channel (mean, std) in [0, 1] pixel units, applied by the data pipeline as (x - mean) / std.
@@ -62,6 +62,14 @@ def _scratch_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
                      pretrained=False)
 
 
+def _efficientnet_spec(constructor: Callable[..., nn.Module], size: int) -> ModelSpec:
+    """A torchvision EfficientNet-B*: ImageNet normalisation, the paper's input side, and the head
+    dropout of torchvision's config (``efficientnet.ARCHS``)."""
+    *_, dropout = efficientnet.ARCHS[constructor.__name__]
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=size, dropout_rate=dropout,
+                     pretrained=True)
+
+
 MODELS: dict[str, ModelSpec] = {
     "resnet18": _resnet_spec(resnet.resnet18),
     "resnet34": _resnet_spec(resnet.resnet34),
@@ -70,6 +78,14 @@ MODELS: dict[str, ModelSpec] = {
     "resnet152": _resnet_spec(resnet.resnet152),
     "efficientnet_lite0": ModelSpec(efficientnet_lite.efficientnet_lite0, input_norm="minus_one_one",
                                     default_input_size=224, dropout_rate=0.2, pretrained=True),
+    # The paper's resolutions (torchvision's transforms for its B2 weights crop 288 instead of 260).
+    "efficientnet_b0": _efficientnet_spec(efficientnet.efficientnet_b0, 224),
+    "efficientnet_b1": _efficientnet_spec(efficientnet.efficientnet_b1, 240),
+    "efficientnet_b2": _efficientnet_spec(efficientnet.efficientnet_b2, 260),
+    "efficientnet_b3": _efficientnet_spec(efficientnet.efficientnet_b3, 300),
+    # ImageNet-normalised input; the backbone's transform_input re-normalises it for Google's weights.
+    "inception_v3": ModelSpec(inception.inception_v3, input_norm="imagenet", default_input_size=299,
+                              dropout_rate=0.5, pretrained=True),
     "vgg11": _imagenet_spec(vgg.vgg11),
     "vgg11_bn": _imagenet_spec(vgg.vgg11_bn),
     "vgg13": _imagenet_spec(vgg.vgg13),

@@ -16,7 +16,7 @@ import importlib
 import os
 import pathlib
 import re
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 from flax import serialization, traverse_util
@@ -26,6 +26,8 @@ from medtl_jax.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
 from medtl_jax.weights.torch_pickle import load_torch_state_dict
 from medtl_jax.weights.torchvision_densenet import convert_densenet
+from medtl_jax.weights.torchvision_efficientnet import convert_efficientnet
+from medtl_jax.weights.torchvision_inception import convert_inception, skipped_keys
 from medtl_jax.weights.torchvision_resnet import convert_resnet
 from medtl_jax.weights.torchvision_vgg import convert_alexnet, convert_vgg
 
@@ -46,12 +48,15 @@ class Source:
       url: where to download it, or None.
       package_locator: 'module:attr.path' of a zero-argument callable returning the path of a copy
         shipped inside an installed Python package, or None.
+      skipped_keys: source keys -> those the converter drops on purpose (Inception's auxiliary
+        classifier), or None when it uses every key; ``launch.port_weights`` reports them.
     """
 
     filename: str
     converter: Callable[[dict[str, np.ndarray]], dict]
     url: str | None = None
     package_locator: str | None = None
+    skipped_keys: Callable[[Iterable[str]], list[str]] | None = None
 
 
 def _torchvision(filename: str, arch: str) -> Source:
@@ -59,9 +64,10 @@ def _torchvision(filename: str, arch: str) -> Source:
                   url=f"https://download.pytorch.org/models/{filename}")
 
 
-def _torchvision_file(filename: str, converter: Callable[..., dict], **converter_kwargs) -> Source:
+def _torchvision_file(filename: str, converter: Callable[..., dict], skipped: Callable | None = None,
+                      **converter_kwargs) -> Source:
     return Source(filename, functools.partial(converter, **converter_kwargs),
-                  url=f"https://download.pytorch.org/models/{filename}")
+                  url=f"https://download.pytorch.org/models/{filename}", skipped_keys=skipped)
 
 
 # torchvision IMAGENET1K_V1 weights (the original ResNet recipe, the literature's usual baseline).
@@ -87,6 +93,18 @@ PRETRAINED_SOURCES: dict[str, Source] = {
     "densenet121": _torchvision_file("densenet121-a639ec97.pth", convert_densenet, arch="densenet121"),
     "densenet169": _torchvision_file("densenet169-b2777c0a.pth", convert_densenet, arch="densenet169"),
     "densenet201": _torchvision_file("densenet201-c1103571.pth", convert_densenet, arch="densenet201"),
+    # EfficientNet-B0..B3 IMAGENET1K_V1: ported by torchvision from timm (rwightman).
+    "efficientnet_b0": _torchvision_file("efficientnet_b0_rwightman-7f5810bc.pth", convert_efficientnet,
+                                         arch="efficientnet_b0"),
+    "efficientnet_b1": _torchvision_file("efficientnet_b1_rwightman-bac287d4.pth", convert_efficientnet,
+                                         arch="efficientnet_b1"),
+    "efficientnet_b2": _torchvision_file("efficientnet_b2_rwightman-c35c1473.pth", convert_efficientnet,
+                                         arch="efficientnet_b2"),
+    "efficientnet_b3": _torchvision_file("efficientnet_b3_rwightman-b3899882.pth", convert_efficientnet,
+                                         arch="efficientnet_b3"),
+    # Google's Inception-V3, for the default model without the auxiliary classifier: its AuxLogits.* keys
+    # in the file are dropped on purpose (and listed by skipped_keys).
+    "inception_v3": _torchvision_file("inception_v3_google-0cc3c7bd.pth", convert_inception, skipped_keys),
 }
 
 
