@@ -26,7 +26,8 @@ _SOURCE = flags.DEFINE_string("source", None, "Checkpoint to port: [origin:]name
 _FILE = flags.DEFINE_string("file", None, "Local checkpoint (.pth) to convert instead of the store/download.")
 _OUT = flags.DEFINE_string("out", None, "Folder to write <name>.msgpack into.")
 _STORE = flags.DEFINE_string("store_dir", None, "Where to look for (or download) the source checkpoint "
-                             "when --file is not given; default $MEDTL_WEIGHTS_DIR or ~/.cache/medtl_jax/weights.")
+                             "when --file is not given; default $MEDTL_WEIGHTS_DIR or "
+                             "~/.cache/medtl_jax/weights.")
 flags.mark_flags_as_required(["source", "out"])
 
 
@@ -42,8 +43,8 @@ def resolve_source(spec: str):
     wanted_origin, _, name = spec.rpartition(":")
     known = [f"{origin(s)}:{n}" for n, s in PRETRAINED_SOURCES.items()]
     if name not in PRETRAINED_SOURCES:
-        close = difflib.get_close_matches(spec if wanted_origin else name,
-                                          known if wanted_origin else list(PRETRAINED_SOURCES), n=5, cutoff=0.6)
+        candidates = known if wanted_origin else list(PRETRAINED_SOURCES)
+        close = difflib.get_close_matches(spec if wanted_origin else name, candidates, n=5, cutoff=0.6)
         hint = f" Close names: {', '.join(close)}." if close else ""
         raise ValueError(f"no pretrained source {spec!r}.{hint} Known: {', '.join(known)}")
     source = PRETRAINED_SOURCES[name]
@@ -74,7 +75,8 @@ def _counts(tree) -> tuple[int, int]:
     return sum(int(leaf.size) for leaf in leaves), len(leaves)
 
 
-def port(spec: str, out_dir: str, *, weights_file: str | None = None, store_dir: str | None = None) -> PortSummary:
+def port(spec: str, out_dir: str, *, weights_file: str | None = None,
+         store_dir: str | None = None) -> PortSummary:
     """Convert, verify against the model's init shapes, and write ``<out_dir>/<name>.msgpack``."""
     import jax
     import jax.numpy as jnp
@@ -87,7 +89,13 @@ def port(spec: str, out_dir: str, *, weights_file: str | None = None, store_dir:
     from medtl_jax.weights.torch_pickle import load_torch_state_dict
 
     name, source = resolve_source(spec)
-    checkpoint = pathlib.Path(weights_file) if weights_file else source_file(name, weights_dir(store_dir))
+    if weights_file:
+        checkpoint = pathlib.Path(weights_file)
+    else:
+        try:
+            checkpoint = source_file(name, weights_dir(store_dir))
+        except RuntimeError as e:
+            raise RuntimeError(f"{e} (with this command: --file /path/to/{source.filename})") from e
     state_dict = load_torch_state_dict(str(checkpoint))
     try:
         variables = source.converter(state_dict)

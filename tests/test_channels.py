@@ -148,13 +148,20 @@ def _node(tree, path: str):
 
 
 def test_stem_maps_cover_every_pretrained_model():
-    """Every pretrained model has a stem kernel with 3 input channels and an offset target of its width."""
+    """Every pretrained model has a stem entry; each distinct (kernel, offset) pair is checked on the first
+    (smallest) model using it -- a family's members share their stem code: a kernel with 3 input
+    channels and an offset target of its width. Shapes only (``eval_shape``): no compute."""
     pretrained = sorted(name for name, spec in MODELS.items() if spec.pretrained)
     assert sorted(STEM_KERNELS) == pretrained and sorted(STEM_OFFSETS) == pretrained
-    for name in pretrained:
+    checked = {}
+    for name in MODELS:
+        if name in STEM_KERNELS:
+            checked.setdefault((STEM_KERNELS[name], STEM_OFFSETS[name]), name)
+    assert len(checked) == 7  # resnet, lite0, B*, inception, vgg (with or without BN), alexnet, densenet
+    for (kernel_path, offset_path), name in checked.items():
         model = build_classifier(name, 2)
         shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),  # noqa: B023
-                                jax.ShapeDtypeStruct((1, 96, 96, 3), jnp.float32))  # shapes only: no compute
-        kernel = _node(shapes["params"], STEM_KERNELS[name])["kernel"]
+                                jax.ShapeDtypeStruct((1, 96, 96, 3), jnp.float32))
+        kernel = _node(shapes["params"], kernel_path)["kernel"]
         assert kernel.shape[2] == 3, name
-        assert _node(shapes, STEM_OFFSETS[name]).shape == (kernel.shape[3],), name
+        assert _node(shapes, offset_path).shape == (kernel.shape[3],), name

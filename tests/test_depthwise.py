@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 from jax import lax
 
-from medtl_jax.models.depthwise import (DepthwiseConv, depthwise_conv_padded, depthwise_conv_same, same_padding,
-                                       symmetric_padding)
+from medtl_jax.models.depthwise import (DepthwiseConv, depthwise_conv_padded, depthwise_conv_same,
+                                       same_padding, symmetric_padding)
 
 
 def _reference(x, kernel, stride, padding="SAME"):
-    return lax.conv_general_dilated(x, kernel, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    return lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                     feature_group_count=x.shape[-1], precision=lax.Precision.HIGHEST)
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medtl_jax.models import MODELS, build_classifier, efficientnet
+from medtl_jax.models import MODELS, efficientnet
 from medtl_jax.models.heads import Classifier
 from medtl_jax.weights import store
 from medtl_jax.weights.torchvision_efficientnet import convert_efficientnet, efficientnet_name_map
@@ -59,7 +59,8 @@ def test_logits_match_torchvision(arch, size):
                                          capture_intermediates=lambda mdl, _: mdl.name == "backbone")
         return logits, state["intermediates"]["backbone"]["__call__"][0]
 
-    logits, features = jax.jit(forward, compiler_options=FAST_COMPILE)(variables, jnp.asarray(x.numpy().transpose(0, 2, 3, 1)))
+    x_nhwc = jnp.asarray(x.numpy().transpose(0, 2, 3, 1))
+    logits, features = jax.jit(forward, compiler_options=FAST_COMPILE)(variables, x_nhwc)
 
     diff = float(np.max(np.abs(np.asarray(logits) - expected)))
     n_flax = sum(leaf.size for leaf in jax.tree.leaves(variables["params"]))

@@ -36,7 +36,8 @@ def test_cli_ports_a_local_file(resnet18_pth, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "launch.port_weights", "--source", "torchvision:resnet18", "--file", str(path),
          "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 0, result.stderr
     print(result.stdout)
     assert re.search(r"parameters:\s+11,689,512 in 62 arrays", result.stdout)

@@ -99,7 +99,8 @@ class DepthwiseConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, c), jnp.float32)
+        kernel = self.param("kernel", self.kernel_init, (self.kernel_size, self.kernel_size, 1, c),
+                            jnp.float32)
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         if self.padding == "SAME":
             return depthwise_conv_same(x, kernel, self.stride)

@@ -114,7 +114,8 @@ def block_specs(width: float, depth: float, stages: tuple[StageSpec, ...] = B0_S
     """The scaled blocks of an EfficientNet with width/depth multipliers, in order."""
     blocks = []
     for s, stage in enumerate(stages, start=1):
-        in_features, out_features = make_divisible(stage.in_features * width), make_divisible(stage.out_features * width)
+        in_features = make_divisible(stage.in_features * width)
+        out_features = make_divisible(stage.out_features * width)
         for b in range(int(math.ceil(stage.repeats * depth))):
             block_in = in_features if b == 0 else out_features
             blocks.append(BlockSpec(s, b, stage.kernel, stage.stride if b == 0 else 1, block_in,

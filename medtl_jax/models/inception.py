@@ -255,7 +255,8 @@ class InceptionV3(nn.Module):
             x = InceptionA(pool_features=pool_features, name=name, **consts)(x, train)
         features["stage1"] = x
         x = InceptionB(name="Mixed_6a", **consts)(x, train)
-        for name, channels_7x7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)):
+        for name, channels_7x7 in (("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160),
+                                   ("Mixed_6e", 192)):
             x = InceptionC(channels_7x7=channels_7x7, name=name, **consts)(x, train)
         features["stage2"] = x
         if self.aux_logits:

