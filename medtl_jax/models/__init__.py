@@ -20,6 +20,9 @@ from medtl_jax.models.heads import Classifier
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's ImageNet statistics
     "minus_one_one": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # x * 2 - 1, what TF-ported models expect
+    # Keras 'caffe': 255 * x - mean per channel, no std. Listed in RGB order; the model (input_bgr=True)
+    # then reverses the channels to the BGR its weights expect.
+    "caffe": ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255, 1 / 255, 1 / 255)),
 }
 
 
@@ -98,6 +101,12 @@ MODELS: dict[str, ModelSpec] = {
     "densenet121": _imagenet_spec(densenet.densenet121),
     "densenet169": _imagenet_spec(densenet.densenet169),
     "densenet201": _imagenet_spec(densenet.densenet201),
+    # keras.applications layouts (Keras ImageNet or RadImageNet .h5 files; medtl_jax.weights.keras_applications).
+    "resnet50_keras": ModelSpec(resnet.resnet50_keras, input_norm="caffe", default_input_size=224,
+                                dropout_rate=0.0, pretrained=True, stems=resnet.STEMS),
+    "densenet121_keras": _imagenet_spec(densenet.densenet121_keras),
+    "inception_v3_keras": ModelSpec(inception.inception_v3_keras, input_norm="minus_one_one",
+                                    default_input_size=299, dropout_rate=0.0, pretrained=True),
     "cbr_larget": _scratch_spec(cbr.cbr_larget),
     "cbr_largew": _scratch_spec(cbr.cbr_largew),
     "cbr_small": _scratch_spec(cbr.cbr_small),

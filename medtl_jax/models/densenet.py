@@ -25,16 +25,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medtl_jax.models.conv import Conv2D
+
 from medtl_jax.models.resnet import batch_norm
 
 # torchvision: kaiming_normal_ with its defaults (fan_in, ReLU gain) -> N(0, 2 / (k*k*in)).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
-def _conv(features: int, kernel: int, stride: int, pad: int, dtype: Any, name: str) -> nn.Conv:
-    """A bias-free conv with torch-style symmetric padding (call inside a compact method)."""
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=((pad, pad), (pad, pad)),
-                   use_bias=False, kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+def _conv(features: int, kernel: int, stride: int, pad: int, dtype: Any, name: str) -> Conv2D:
+    """A bias-free conv with torch-style symmetric padding (call inside a compact method); im2col on
+    maps smaller than the kernel (the last dense block at small inputs), see models/conv.py."""
+    return Conv2D(features, kernel, stride, padding=((pad, pad), (pad, pad)), kernel_init=conv_init,
+                  dtype=dtype, name=name)
 
 
 class DenseLayer(nn.Module):
@@ -155,3 +158,10 @@ def densenet169(**kwargs) -> DenseNet:
 def densenet201(**kwargs) -> DenseNet:
     """DenseNet-201 backbone (dense blocks 6-12-48-32); kwargs go to ``DenseNet``."""
     return DenseNet(ARCHS["densenet201"], **kwargs)
+
+
+def densenet121_keras(**kwargs) -> DenseNet:
+    """Keras's DenseNet121: torchvision's layout (ZeroPadding + 'valid' = the same symmetric pads) with
+    BatchNorm eps 1.001e-5; the layout of Keras's ImageNet and RadImageNet files. Its 'torch' input
+    preprocessing is the 'imagenet' normalisation. kwargs go to ``DenseNet``."""
+    return DenseNet(ARCHS["densenet121"], **{"bn_epsilon": 1.001e-5, **kwargs})

@@ -15,6 +15,13 @@ re-normalises each channel, ``x * std_c / 0.5 + (mean_c - 0.5) / 0.5``, exactly 
 when it loads them. Set it False to feed [-1, 1] inputs directly (normalisation 'minus_one_one'),
 e.g. with a folded 1-channel stem (``medtl_jax.weights.channels``); it requires 3 input channels.
 
+Keras's ``keras.applications.InceptionV3`` (Keras ImageNet and RadImageNet files) has the same convs in
+the same order and the same paddings ('same' = these symmetric pads at stride 1), and the same
+BatchNorm eps 1e-3, but: its BatchNorm has no scale (``scale=False``; the converter fills ones), its
+'same' branch avg-pools do NOT count the padding (``pool_count_include_pad=False``), it has no auxiliary
+classifier, and it expects 'tf' input, ``x / 127.5 - 1`` (``transform_input=False`` with normalisation
+'minus_one_one'). ``inception_v3_keras`` builds that.
+
 Auxiliary classifier (``aux_logits=True``, off by default): as in torchvision it runs only when
 ``train``, on Mixed_6e's output (5x5/3 avg-pool, ``conv0`` 1x1 -> 128, ``conv1`` 5x5 -> 768, global
 mean, ``fc`` -> ``aux_num_outputs``; no dropout), and it needs inputs of at least 299 px (Mixed_6e
@@ -92,9 +99,10 @@ class BasicConv2d(nn.Module):
         return nn.relu(x)
 
 
-def _avg_pool_3x3(x: jax.Array) -> jax.Array:
-    """torch ``avg_pool2d(kernel_size=3, stride=1, padding=1)`` (padding zeros counted)."""
-    return nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=True)
+def _avg_pool_3x3(x: jax.Array, count_include_pad: bool = True) -> jax.Array:
+    """torch ``avg_pool2d(kernel_size=3, stride=1, padding=1)`` (padding zeros counted), or with
+    ``count_include_pad=False`` Keras's ``AveragePooling2D(3, 1, 'same')`` (border means over real pixels)."""
+    return nn.avg_pool(x, (3, 3), (1, 1), padding=((1, 1), (1, 1)), count_include_pad=count_include_pad)
 
 
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
@@ -104,11 +112,15 @@ def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
 
 class _Mixed(nn.Module):
     """Base for the Inception blocks: ``conv(name, features, kernel, stride, padding)`` builds a
-    BasicConv2d child with the block's dtype and BN constants."""
+    BasicConv2d child with the block's dtype and BN constants; ``avg_pool`` is the branch pool."""
 
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
+    pool_count_include_pad: bool = True
+
+    def avg_pool(self, x: jax.Array) -> jax.Array:
+        return _avg_pool_3x3(x, self.pool_count_include_pad)
 
     def conv(self, name: str, features: int, kernel: Sequence[int] = (1, 1), stride: int = 1,
              padding: Sequence[int] = (0, 0)) -> BasicConv2d:
@@ -129,7 +141,7 @@ class InceptionA(_Mixed):
         b3 = self.conv("branch3x3dbl_1", 64)(x, train)
         b3 = self.conv("branch3x3dbl_2", 96, (3, 3), padding=(1, 1))(b3, train)
         b3 = self.conv("branch3x3dbl_3", 96, (3, 3), padding=(1, 1))(b3, train)
-        bp = self.conv("branch_pool", self.pool_features)(_avg_pool_3x3(x), train)
+        bp = self.conv("branch_pool", self.pool_features)(self.avg_pool(x), train)
         return jnp.concatenate([b1, b5, b3, bp], axis=-1)
 
 
@@ -162,7 +174,7 @@ class InceptionC(_Mixed):
         bd = self.conv("branch7x7dbl_3", c7, (1, 7), padding=(0, 3))(bd, train)
         bd = self.conv("branch7x7dbl_4", c7, (7, 1), padding=(3, 0))(bd, train)
         bd = self.conv("branch7x7dbl_5", 192, (1, 7), padding=(0, 3))(bd, train)
-        bp = self.conv("branch_pool", 192)(_avg_pool_3x3(x), train)
+        bp = self.conv("branch_pool", 192)(self.avg_pool(x), train)
         return jnp.concatenate([b1, b7, bd, bp], axis=-1)
 
 
@@ -193,7 +205,7 @@ class InceptionE(_Mixed):
         bd = self.conv("branch3x3dbl_2", 384, (3, 3), padding=(1, 1))(bd, train)
         bd = jnp.concatenate([self.conv("branch3x3dbl_3a", 384, (1, 3), padding=(0, 1))(bd, train),
                               self.conv("branch3x3dbl_3b", 384, (3, 1), padding=(1, 0))(bd, train)], axis=-1)
-        bp = self.conv("branch_pool", 192)(_avg_pool_3x3(x), train)
+        bp = self.conv("branch_pool", 192)(self.avg_pool(x), train)
         return jnp.concatenate([b1, b3, bd, bp], axis=-1)
 
 
@@ -224,6 +236,8 @@ class InceptionV3(nn.Module):
       aux_num_outputs: width of the auxiliary classifier's ``fc``.
       dtype: compute dtype; parameters stay float32.
       bn_momentum, bn_epsilon: flax BatchNorm constants (torch momentum 0.1 == flax 0.9; eps 1e-3).
+      pool_count_include_pad: whether the branch avg-pools count their zero padding (torchvision True,
+        Keras False).
     """
 
     transform_input: bool = True
@@ -232,6 +246,7 @@ class InceptionV3(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-3
+    pool_count_include_pad: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -240,6 +255,7 @@ class InceptionV3(nn.Module):
                              f"got {x.shape[1]}x{x.shape[2]}")
         consts = dict(dtype=self.dtype, bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon)
         conv = functools.partial(BasicConv2d, **consts)
+        consts["pool_count_include_pad"] = self.pool_count_include_pad
         x = jnp.asarray(x, self.dtype)
         if self.transform_input:
             x = transform_input(x)
@@ -279,4 +295,11 @@ class InceptionV3(nn.Module):
 def inception_v3(**kwargs) -> InceptionV3:
     """torchvision's Inception-V3 backbone; kwargs (transform_input, aux_logits, dtype ...) go to
     ``InceptionV3``."""
+    return InceptionV3(**kwargs)
+
+
+def inception_v3_keras(**kwargs) -> InceptionV3:
+    """Keras's InceptionV3 (branch avg-pools excluding padding, 'tf' [-1, 1] input, no auxiliary
+    classifier): the layout of Keras's ImageNet and RadImageNet files. kwargs go to ``InceptionV3``."""
+    kwargs = {"transform_input": False, "pool_count_include_pad": False, **kwargs}
     return InceptionV3(**kwargs)

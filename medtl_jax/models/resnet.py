@@ -6,6 +6,13 @@ uses eps 1e-5 and torch momentum 0.1 (= flax momentum 0.9); the bottleneck is "v
 conv). Submodules are named after torchvision's (``conv1``, ``bn1``, ``layer2_0/downsample_conv`` ...)
 so the weight name map in ``medtl_jax.weights.torchvision_resnet`` reads line by line.
 
+``variant='keras'`` expresses Keras's ``keras.applications.ResNet50`` instead (the layout of the
+RadImageNet and Keras ImageNet files): "v1" bottlenecks (stride on the first 1x1 conv and on the shortcut),
+convolutions with biases, BatchNorm eps 1.001e-5 (set by ``resnet50_keras``). Its ZeroPadding2D(3) +
+'valid' stem and ZeroPadding2D(1) before the max-pool equal the symmetric pads here (the pool's input is
+post-ReLU, so zero and -inf padding agree). Keras's 'caffe' input is BGR: ``input_bgr=True`` reverses the
+channel axis first, so the pipeline's per-channel normalisation ('caffe' in ``NORMALIZATION``) stays RGB.
+
 The backbone returns a dict of feature maps (``stem``, ``stage1`` .. ``stage4``), not logits; a head
 (``medtl_jax.models.heads``) or a decoder consumes them.
 """
@@ -20,7 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medtl_jax.models.conv import Conv2D
+
 STEMS = ("imagenet", "cifar")
+VARIANTS = ("torchvision", "keras")
 
 # torchvision: kaiming_normal_(mode="fan_out", nonlinearity="relu") -> N(0, 2 / (k*k*out)), not truncated.
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -31,10 +41,13 @@ def _pad(p: int) -> tuple[tuple[int, int], tuple[int, int]]:
     return ((p, p), (p, p))
 
 
-def conv(features: int, kernel: int, stride: int, pad: int, dtype: Any, name: str) -> nn.Conv:
-    """A bias-free conv with torch-style symmetric padding (call inside a compact method)."""
-    return nn.Conv(features, (kernel, kernel), (stride, stride), padding=_pad(pad), use_bias=False,
-                   kernel_init=conv_init, dtype=dtype, param_dtype=jnp.float32, name=name)
+def conv(features: int, kernel: int, stride: int, pad: int, dtype: Any, name: str,
+         use_bias: bool = False) -> Conv2D:
+    """A conv (bias-free unless ``use_bias``: Keras's ResNets have biases) with torch-style symmetric
+    padding (call inside a compact method). `Conv2D` keeps nn.Conv's parameters and takes the im2col
+    path on maps smaller than the kernel (the last stage at 64 px), where XLA:CPU is very slow."""
+    return Conv2D(features, kernel, stride, padding=_pad(pad), use_bias=use_bias, kernel_init=conv_init,
+                  dtype=dtype, name=name)
 
 
 def batch_norm(train: bool, momentum: float, epsilon: float, dtype: Any, name: str) -> nn.BatchNorm:
@@ -68,7 +81,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (strided: torchvision v1.5), 1x1 expand x4 (ResNet-50/101/152)."""
+    """1x1 reduce, 3x3, 1x1 expand x4 (ResNet-50/101/152). The stride sits on the 3x3 for
+    ``variant='torchvision'`` (v1.5) and on the first 1x1 for ``variant='keras'`` (v1, convs with bias)."""
 
     features: int
     stride: int = 1
@@ -76,19 +90,22 @@ class Bottleneck(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    variant: str = "torchvision"
     expansion = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         bn = functools.partial(batch_norm, train, self.bn_momentum, self.bn_epsilon, self.dtype)
-        y = conv(self.features, 1, 1, 0, self.dtype, "conv1")(x)
+        keras = self.variant == "keras"
+        c = functools.partial(conv, dtype=self.dtype, use_bias=keras)
+        y = c(self.features, 1, self.stride if keras else 1, 0, name="conv1")(x)
         y = nn.relu(bn("bn1")(y))
-        y = conv(self.features, 3, self.stride, 1, self.dtype, "conv2")(y)
+        y = c(self.features, 3, 1 if keras else self.stride, 1, name="conv2")(y)
         y = nn.relu(bn("bn2")(y))
-        y = conv(self.features * 4, 1, 1, 0, self.dtype, "conv3")(y)
+        y = c(self.features * 4, 1, 1, 0, name="conv3")(y)
         y = bn("bn3")(y)
         if self.downsample:
-            x = conv(self.features * 4, 1, self.stride, 0, self.dtype, "downsample_conv")(x)
+            x = c(self.features * 4, 1, self.stride, 0, name="downsample_conv")(x)
             x = bn("downsample_bn")(x)
         return nn.relu(y + x)
 
@@ -107,6 +124,9 @@ class ResNet(nn.Module):
         baselines.
       dtype: compute dtype; parameters stay float32.
       bn_momentum, bn_epsilon: flax BatchNorm constants (torch momentum 0.1 == flax 0.9).
+      variant: 'torchvision' (v1.5, bias-free convs) or 'keras' (v1 bottlenecks, convs with bias;
+        bottleneck nets only, as Keras has no ResNet-18/34).
+      input_bgr: reverse the channel axis first (RGB -> BGR, what Keras's 'caffe' weights expect).
 
     Returns from ``__call__``: a ``collections.OrderedDict`` (jax keeps its order through ``jit``,
     where a plain dict comes back key-sorted) of 'stem' (after the stem ReLU, before the max-pool)
@@ -119,6 +139,8 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    variant: str = "torchvision"
+    input_bgr: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
@@ -128,11 +150,17 @@ class ResNet(nn.Module):
             raise ValueError(f"unknown ResNet block {self.block!r}; expected one of {tuple(BLOCK_TYPES)}")
         if len(self.stage_sizes) != 4:
             raise ValueError(f"ResNet needs 4 stage sizes, got {tuple(self.stage_sizes)}")
+        if self.variant not in VARIANTS or (self.variant == "keras" and self.block != "bottleneck"):
+            raise ValueError(f"unknown ResNet variant {self.variant!r} for {self.block!r} blocks; expected "
+                             f"one of {VARIANTS} ('keras' only with bottlenecks)")
         x = jnp.asarray(x, self.dtype)
+        if self.input_bgr:
+            x = x[..., ::-1]
+        keras = self.variant == "keras"
         if self.stem == "imagenet":
-            x = conv(64, 7, 2, 3, self.dtype, "conv1")(x)
+            x = conv(64, 7, 2, 3, self.dtype, "conv1", use_bias=keras)(x)
         else:
-            x = conv(64, 3, 1, 1, self.dtype, "conv1")(x)
+            x = conv(64, 3, 1, 1, self.dtype, "conv1", use_bias=keras)(x)
         x = batch_norm(train, self.bn_momentum, self.bn_epsilon, self.dtype, "bn1")(x)
         x = nn.relu(x)
         features = collections.OrderedDict(stem=x)  # OrderedDict: jax keeps its order through jit
@@ -146,8 +174,9 @@ class ResNet(nn.Module):
             for j in range(num_blocks):
                 stride = 2 if (i > 0 and j == 0) else 1
                 downsample = j == 0 and (stride != 1 or in_features != width * block_cls.expansion)
+                variant = {"variant": self.variant} if self.block == "bottleneck" else {}
                 x = block_cls(width, stride, downsample, self.dtype, self.bn_momentum, self.bn_epsilon,
-                              name=f"layer{i + 1}_{j}")(x, train)
+                              **variant, name=f"layer{i + 1}_{j}")(x, train)
                 in_features = width * block_cls.expansion
             features[f"stage{i + 1}"] = x
         return features
@@ -186,3 +215,10 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152 backbone (bottlenecks 3-8-36-3); kwargs go to ``ResNet``."""
     return ResNet(*ARCHS["resnet152"], **kwargs)
+
+
+def resnet50_keras(**kwargs) -> ResNet:
+    """Keras's ResNet50 (v1 bottlenecks, conv biases, BN eps 1.001e-5, BGR 'caffe' input): the layout of
+    Keras's ImageNet and RadImageNet files. kwargs (stem, dtype, ...) go to ``ResNet``."""
+    kwargs = {"variant": "keras", "bn_epsilon": 1.001e-5, "input_bgr": True, **kwargs}
+    return ResNet(*ARCHS["resnet50"], **kwargs)

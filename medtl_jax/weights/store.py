@@ -24,6 +24,8 @@ from flax import serialization, traverse_util
 from medtl_jax.atomic_io import write_bytes_atomic
 from medtl_jax.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
+from medtl_jax.weights.keras_applications import (convert_keras_densenet121, convert_keras_inception_v3,
+                                                  convert_keras_resnet50, keras_reader)
 from medtl_jax.weights.torch_pickle import load_torch_state_dict
 from medtl_jax.weights.torchvision_densenet import convert_densenet
 from medtl_jax.weights.torchvision_efficientnet import convert_efficientnet
@@ -50,6 +52,8 @@ class Source:
         shipped inside an installed Python package, or None.
       skipped_keys: source keys -> those the converter drops on purpose (Inception's auxiliary
         classifier), or None when it uses every key; ``launch.port_weights`` reports them.
+      reader: checkpoint path -> what ``converter`` takes (a torch state dict, or for Keras files
+        ``{layer name: [arrays]}``).
     """
 
     filename: str
@@ -57,6 +61,17 @@ class Source:
     url: str | None = None
     package_locator: str | None = None
     skipped_keys: Callable[[Iterable[str]], list[str]] | None = None
+    reader: Callable[[str], dict] = load_torch_state_dict
+
+
+KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+def _keras_file(path: str, converter: Callable[..., dict], keras_app: str) -> Source:
+    """Keras's own ImageNet ``.h5`` (with top). Any Keras file of the same architecture -- RadImageNet's
+    notop ``.h5`` included -- is read instead with ``--config.model.weights_file=/path/to/file.h5``."""
+    filename = path.rpartition("/")[2]
+    return Source(filename, converter, url=KERAS_APPLICATIONS_URL + path, reader=keras_reader(keras_app))
 
 
 def _torchvision(filename: str, arch: str) -> Source:
@@ -105,6 +120,13 @@ PRETRAINED_SOURCES: dict[str, Source] = {
     # Google's Inception-V3, for the default model without the auxiliary classifier: its AuxLogits.* keys
     # in the file are dropped on purpose (and listed by skipped_keys).
     "inception_v3": _torchvision_file("inception_v3_google-0cc3c7bd.pth", convert_inception, skipped_keys),
+    # keras.applications layouts: Keras's ImageNet files (no hash in their names: downloads unchecked).
+    "resnet50_keras": _keras_file("resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                                  convert_keras_resnet50, "ResNet50"),
+    "densenet121_keras": _keras_file("densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+                                     convert_keras_densenet121, "DenseNet121"),
+    "inception_v3_keras": _keras_file("inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+                                      convert_keras_inception_v3, "InceptionV3"),
 }
 
 
@@ -178,7 +200,8 @@ def load_pretrained(model_name: str, *, weights_file: str | None = None,
                     store_dir: str | None = None) -> dict:
     """Flax variables ``{'params', 'batch_stats'}`` of the ImageNet classifier (backbone + 1000-way head).
 
-    ``weights_file`` (a .pth) bypasses the cache entirely; otherwise ``<store>/<name>.msgpack`` is read
+    ``weights_file`` (a .pth, or a Keras .h5/.weights.h5/.keras for the '*_keras' models; a notop file
+    gives no 'head') bypasses the cache entirely; otherwise ``<store>/<name>.msgpack`` is read
     if present (and rebuilt if unreadable), else the source checkpoint is found (see ``source_file``),
     converted and cached.
     """
@@ -187,7 +210,7 @@ def load_pretrained(model_name: str, *, weights_file: str | None = None,
                          f"available: {', '.join(PRETRAINED_SOURCES)}")
     source = PRETRAINED_SOURCES[model_name]
     if weights_file:  # None or '' (an unset config field) means: use the store
-        state_dict = load_torch_state_dict(weights_file)
+        state_dict = source.reader(weights_file)
         try:
             return source.converter(state_dict)
         except ValueError as e:
@@ -199,7 +222,7 @@ def load_pretrained(model_name: str, *, weights_file: str | None = None,
             return serialization.msgpack_restore(cache.read_bytes())
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the source checkpoint
             pass
-    variables = source.converter(load_torch_state_dict(source_file(model_name, store)))
+    variables = source.converter(source.reader(str(source_file(model_name, store))))
     write_bytes_atomic(cache, serialization.msgpack_serialize(variables))
     return variables
 
