@@ -9,6 +9,7 @@ checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import pathlib
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,7 +26,7 @@ import optax
 from tqdm import tqdm
 
 from medtl_jax import evaluate, parallel
-from medtl_jax.atomic_io import write_json_atomic
+from medtl_jax.atomic_io import write_bytes_atomic, write_json_atomic
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.config_checks import validate_config
 from medtl_jax.data import load_data
@@ -270,26 +272,17 @@ def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
     current = json.loads(config.to_json_best_effort())
     if path.exists():
         before = json.loads(path.read_text())
-        changed = [k for k in sorted(set(_flatten(before)) | set(_flatten(current)))
-                   if _flatten(before).get(k) != _flatten(current).get(k)]
+        before, now = (traverse_util.flatten_dict(d, sep=".") for d in (before, current))
+        changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
         if changed:
             log.warning("resuming with a config that differs from the original run in: %s", ", ".join(changed))
     if jax.process_index() == 0:
         write_json_atomic(path, current)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _write_predictions(path: pathlib.Path, preds: evaluate.Predictions) -> None:
     if jax.process_index() != 0:
         return
-    import io
-    from medtl_jax.atomic_io import write_bytes_atomic
     buf = io.BytesIO()
     np.savez(buf, index=preds.index, labels=preds.labels, scores=preds.scores)
     write_bytes_atomic(path, buf.getvalue())
