@@ -32,7 +32,9 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "efficientnet_lite0"
-    c.model.init = "imagenet"           # 'imagenet' | 'scratch'
+    c.model.init = "imagenet"           # 'imagenet' | 'scratch' | 'mean_var' | weight-store name | file path
+    c.model.in_channels = 3             # 1: gray images into a folded RGB stem (medtl_jax.weights.channels)
+    c.model.aux_loss_weight = 0.0       # inception_v3 only: weight of the auxiliary classifier's loss (0.4)
     c.model.stem = "imagenet"           # ResNets only: 'imagenet' (7x7/2 + max-pool) | 'cifar' (3x3/1)
     c.model.weights_file = config_dict.placeholder(str)  # local source weights (.pth) instead of a download
     c.model.weights_dir = config_dict.placeholder(str)   # weight store ($MEDTL_WEIGHTS_DIR)

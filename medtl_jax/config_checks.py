@@ -7,7 +7,6 @@ from typing import Iterable
 
 import ml_collections
 
-INITS = ("imagenet", "scratch")
 STEMS = ("imagenet", "cifar")
 DTYPES = ("float32", "bfloat16")
 SELECT_METRICS = ("auc", "accuracy", "balanced_accuracy")
@@ -46,11 +45,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from medtl_jax.data import DATASETS
     from medtl_jax.models import MODELS
     from medtl_jax.optim import OPTIMIZERS, SCHEDULES
+    from medtl_jax.weights.init_source import PRETRAINED_INITS, check_init
 
     _choice("data.name", config.data.name, DATASETS)
     _choice("data.resize_method", config.data.resize_method, ("bilinear", "nearest"))
     _choice("model.name", config.model.name, MODELS)
-    _choice("model.init", config.model.init, INITS)
     _choice("model.stem", config.model.stem, STEMS)
     _choice("model.dtype", config.model.dtype, DTYPES)
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
@@ -64,5 +63,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.optimizer.lr must be positive, got {config.optimizer.lr}")
     if config.data.input_size < 0:
         raise ValueError(f"config.data.input_size must be >= 0 (0 = model default), got {config.data.input_size}")
-    if config.model.init == "imagenet" and not MODELS[config.model.name].pretrained:
-        raise ValueError(f"config.model.init='imagenet' but {config.model.name!r} has no pretrained weights")
+    if config.model.init in PRETRAINED_INITS and not MODELS[config.model.name].pretrained:
+        raise ValueError(f"config.model.init={config.model.init!r} but {config.model.name!r} has no "
+                         "pretrained weights")
+    if not config.model.init:
+        raise ValueError("config.model.init is empty; use 'imagenet', 'scratch', 'mean_var', a weight-store "
+                         "name or a file path")
+    check_init(config.model.init, config.model.weights_dir)
+    if config.model.aux_loss_weight < 0:
+        raise ValueError(f"config.model.aux_loss_weight must be >= 0, got {config.model.aux_loss_weight}")

@@ -32,11 +32,13 @@ from medtl_jax.config_checks import validate_config
 from medtl_jax.data import load_data
 from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
 from medtl_jax.metric_log import MetricLog
-from medtl_jax.models import NORMALIZATION, build_classifier, get_spec
+from medtl_jax.model_input import backbone_kwargs, check_in_channels, fold_pretrained, input_normalization
+from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.optim import make_optimizer
 from medtl_jax.report.run_report import write_run_report
 from medtl_jax.tasks import make_task
-from medtl_jax.weights.store import load_pretrained, merge_pretrained
+from medtl_jax.weights.init_source import load_init_variables
+from medtl_jax.weights.store import merge_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class Setup:
     schedule: optax.Schedule
     steps_per_epoch: int
     total_steps: int
+    aux_loss_weight: float = 0.0
 
 
 def make_setup(config: ml_collections.ConfigDict) -> Setup:
@@ -82,11 +85,14 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     data = load_data(config.data)
     task = make_task(data.info.task, data.info.num_classes, data.info.label_names)
     spec = get_spec(config.model.name)
+    check_in_channels(config.model.name, config.model.in_channels, data.info.channels)
     dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-    model = build_classifier(config.model.name, task.num_outputs, stem=config.model.stem, dtype=dtype)
+    aux_outputs = task.num_outputs if config.model.aux_loss_weight > 0 else 0
+    model = build_classifier(config.model.name, task.num_outputs, stem=config.model.stem, dtype=dtype,
+                             **backbone_kwargs(config.model.name, config.model.in_channels, aux_outputs))
     dropout = spec.dropout_rate if config.model.dropout_rate < 0 else config.model.dropout_rate
     model = model.clone(dropout_rate=dropout)
-    mean, std = NORMALIZATION[spec.input_norm]
+    mean, std = input_normalization(spec, config.model.name, config.model.in_channels)
     preprocess = Preprocess(input_size=config.data.input_size or spec.default_input_size, mean=mean, std=std,
                             resize_method=config.data.resize_method)
     a = config.augment
@@ -101,7 +107,8 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
                          f"{len(data.sources['train'])} training examples")
     total_steps = steps_per_epoch * config.train.epochs
     tx, schedule = make_optimizer(config, steps_per_epoch, total_steps)
-    return Setup(data, task, model, preprocess, augment, mesh, tx, schedule, steps_per_epoch, total_steps)
+    return Setup(data, task, model, preprocess, augment, mesh, tx, schedule, steps_per_epoch, total_steps,
+                 aux_loss_weight=float(config.model.aux_loss_weight))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -109,8 +116,14 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
 # ----------------------------------------------------------------------------------------------------
 
 def pretrained_skip(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """Variable paths that stay freshly initialised under ImageNet init: the head, and a CIFAR-style stem."""
-    return ("head", "backbone/conv1") if config.model.stem == "cifar" else ("head",)
+    """Variable paths that stay freshly initialised under pretrained init: the head, a CIFAR-style stem,
+    and Inception's auxiliary classifier (its converted weights are not kept; it is trained anew)."""
+    skip = ["head"]
+    if config.model.stem == "cifar":
+        skip.append("backbone/conv1")
+    if config.model.aux_loss_weight > 0:
+        skip.append("backbone/AuxLogits")
+    return tuple(skip)
 
 
 def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
@@ -118,13 +131,15 @@ def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
     rng = jax.random.PRNGKey(config.seed)
     init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     size = s.preprocess.input_size
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
+    dummy = jnp.zeros((1, size, size, s.preprocess.channels), jnp.float32)
     variables = jax.jit(lambda r, d: s.model.init({"params": r, "dropout": d}, dummy, train=False))(
         init_rng, dropout_rng)
     variables = jax.device_get(variables)
-    if config.model.init == "imagenet":
-        pretrained = load_pretrained(config.model.name, weights_file=config.model.weights_file,
-                                     store_dir=config.model.weights_dir)
+    pretrained = load_init_variables(config.model.init, config.model.name,
+                                     weights_file=config.model.weights_file, store_dir=config.model.weights_dir)
+    if pretrained is not None:
+        pretrained = fold_pretrained(pretrained, get_spec(config.model.name), config.model.name,
+                                     config.model.in_channels)
         variables = merge_pretrained(variables, pretrained, skip=pretrained_skip(config))
     params = variables["params"]
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -146,8 +161,13 @@ def make_train_step(s: Setup):
         def loss_fn(params):
             logits, updates = s.model.apply(
                 {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-                mutable=["batch_stats"], rngs={"dropout": rng})
-            return s.task.loss(logits, batch["label"]).mean(), updates["batch_stats"]
+                mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
+                capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
+            loss = s.task.loss(logits, batch["label"]).mean()
+            if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
+                aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
+                loss = loss + s.aux_loss_weight * s.task.loss(aux.astype(jnp.float32), batch["label"]).mean()
+            return loss, updates["batch_stats"]
 
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = s.tx.update(grads, state.opt_state, state.params)

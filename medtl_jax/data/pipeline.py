@@ -35,8 +35,8 @@ class Preprocess:
     """Deterministic part: model input size, resize method and per-channel normalisation ([0,1] units)."""
 
     input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     resize_method: str = "bilinear"
 
     def __post_init__(self):
@@ -45,8 +45,14 @@ class Preprocess:
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if self.resize_method not in _RESAMPLE:
             raise ValueError(f"resize_method {self.resize_method!r} not in {sorted(_RESAMPLE)}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean/std need 3 values, std > 0: got {self.mean}, {self.std}")
+        if len(self.mean) not in (1, 3) or len(self.std) != len(self.mean) or min(self.std) <= 0:
+            raise ValueError(f"mean/std need 3 values (RGB input) or 1 (gray input to a folded stem), "
+                             f"std > 0: got {self.mean}, {self.std}")
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model input: 3, or 1 for gray images fed to a folded stem."""
+        return len(self.mean)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +115,7 @@ def _affine(rng: np.random.Generator, w: int, h: int, out: int, aug: Augment) ->
 
 def _normalise_lut(pre: Preprocess, gain: float = 1.0, bias: float = 0.0,
                    clip: bool = False) -> np.ndarray:
-    """(256, 3) float32 table: uint8 value v -> ((v/255 * gain + bias) - mean) / std per channel."""
+    """(256, C) float32 table: uint8 value v -> ((v/255 * gain + bias) - mean) / std per channel."""
     y = np.arange(256, dtype=np.float32) * np.float32(gain / 255.0) + np.float32(bias)
     if clip:
         np.clip(y, 0.0, 1.0, out=y)
@@ -173,11 +179,16 @@ class Transform:
 
 
 def collate(elements: Sequence[dict]) -> dict:
-    """Stacks examples into a batch; 'image' becomes float32 [B,S,S,3] through each example's table."""
+    """Stacks examples into a batch; 'image' becomes float32 [B,S,S,C] through each example's table
+    (C = the table's columns: 3, or 1 for a folded gray stem, which needs gray images)."""
     first = elements[0]["image"]
-    out = np.empty((len(elements), *first.shape[:2], 3), np.float32)
+    channels = elements[0]["lut"].shape[1]
+    out = np.empty((len(elements), *first.shape[:2], channels), np.float32)
     for i, el in enumerate(elements):
         image, lut = el["image"], el["lut"]
+        if channels == 1 and image.shape[-1] != 1:
+            raise ValueError(f"a 1-channel model input needs gray images, got shape {image.shape}; "
+                             "set config.model.in_channels=3 for colour data")
         if image.shape[-1] == 1:
             np.take(lut, image[..., 0], axis=0, out=out[i], mode="clip")
         else:

@@ -125,16 +125,17 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def build_classifier(name: str, num_outputs: int, *, stem: str = "imagenet",
-                     dtype: Any = jnp.float32) -> Classifier:
+                     dtype: Any = jnp.float32, **backbone_kwargs) -> Classifier:
     """``Classifier`` (registered backbone + pooled dense head with the spec's dropout) for ``name``.
 
     ``stem='cifar'`` swaps a ResNet's stride-4 ImageNet stem for the stride-1 3x3 stem used on 28x28
     MedMNIST images (the ported stem weights then no longer fit). ``dtype`` is the compute dtype.
+    ``backbone_kwargs`` go to the backbone's constructor (e.g. Inception's ``aux_logits``).
     """
     spec = get_spec(name)
     if stem not in spec.stems:
         raise ValueError(f"model {name!r} has no stem {stem!r}; available: {', '.join(spec.stems)}")
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": dtype, **backbone_kwargs}
     if stem != spec.stems[0]:
         kwargs["stem"] = stem
     return Classifier(spec.build_backbone(**kwargs), num_outputs, dropout_rate=spec.dropout_rate,
