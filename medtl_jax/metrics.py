@@ -1,4 +1,6 @@
-"""Classification metrics as the MedMNIST v2 benchmark defines them, plus bootstrap confidence intervals.
+"""Classification metrics as the MedMNIST v2 benchmark defines them, plus bootstrap confidence intervals,
+operating-point metrics (Youden threshold, sensitivity/specificity/precision/F1), quadratic weighted kappa
+and expected calibration error.
 
 Scores follow one convention everywhere: binary -> [N] probability of the positive class;
 multiclass/ordinal -> [N, C] class probabilities; multilabel -> [N, L] per-label probabilities.
@@ -90,17 +92,146 @@ def bootstrap_ci(metric: Callable[[np.ndarray, np.ndarray], float], labels: np.n
     return (float(lo), float(hi))
 
 
-def classification_report(kind: str, labels: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5,
-                          bootstrap_samples: int = 1000, seed: int = 0) -> dict[str, float | list[float]]:
-    """All headline metrics of one split: AUC (+ bootstrap 95% CI), accuracy, balanced accuracy."""
-    out: dict[str, float | list[float]] = {
+def quadratic_weighted_kappa(labels: np.ndarray, pred_classes: np.ndarray) -> float:
+    """Cohen's kappa with quadratic weights: the agreement measure for ordinal grades (e.g. retinopathy)."""
+    labels, pred_classes = np.asarray(labels).astype(int), np.asarray(pred_classes).astype(int)
+    if len(np.union1d(labels, pred_classes)) < 2:
+        return float("nan")  # kappa is 0/0 when rater and truth use a single class
+    return float(skm.cohen_kappa_score(labels, pred_classes, weights="quadratic"))
+
+
+def youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Binary threshold maximising Youden's J = sensitivity + specificity - 1 on the ROC curve.
+
+    Predictions are `scores >= threshold`. Ties go to the highest threshold. roc_curve's first threshold
+    (+inf, "nothing positive") is replaced by the next float above the largest score, which predicts the
+    same. With one class only, J is undefined and 0.5 is returned.
+    """
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores, dtype=np.float64)
+    if len(np.unique(labels)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+    best = thresholds[int(np.argmax(tpr - fpr))]
+    if not np.isfinite(best):
+        best = np.nextafter(scores.max(), np.inf)
+    return float(best)
+
+
+def youden_thresholds(kind: str, labels: np.ndarray, scores: np.ndarray) -> float | np.ndarray:
+    """Youden threshold(s) of a task: a float for binary, a per-label [L] array for multilabel.
+
+    Meant to be chosen on the validation split and passed to `classification_report` for the test split.
+    Multi-class/ordinal tasks predict by argmax and have no threshold (ValueError).
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if kind == "binary":
+        return youden_threshold(labels, scores)
+    if kind == "multilabel":
+        return np.array([youden_threshold(labels[:, j], scores[:, j]) for j in range(scores.shape[1])])
+    raise ValueError(f"no decision threshold for task kind {kind!r} (binary or multilabel only)")
+
+
+def _rates_from_confusion(tn: float, fp: float, fn: float, tp: float) -> dict[str, float]:
+    nan = float("nan")
+    return {"sensitivity": tp / (tp + fn) if tp + fn else nan,
+            "specificity": tn / (tn + fp) if tn + fp else nan}
+
+
+def threshold_metrics(kind: str, labels: np.ndarray, scores: np.ndarray,
+                      threshold: float | np.ndarray = 0.5) -> dict[str, float]:
+    """Sensitivity, specificity, precision and F1 of hard predictions.
+
+    binary: at `threshold`; multilabel: macro average over labels (scalar or per-label threshold);
+    multiclass/ordinal: macro one-vs-rest average of argmax predictions over all C classes.
+    Precision/F1 follow scikit-learn with zero_division=0; sensitivity (specificity) of a label/class
+    without positives (negatives) is undefined, NaN, and left out of the macro mean.
+    """
+    labels, scores = np.asarray(labels).astype(int), np.asarray(scores)
+    pred = predictions(kind, scores, threshold)
+    if kind == "binary":
+        labels, pred = labels[:, None], pred[:, None]
+    elif kind in MULTICLASS_KINDS:
+        classes = np.arange(scores.shape[1])
+        labels, pred = labels[:, None] == classes, pred[:, None] == classes
+    elif kind != "multilabel":
+        raise ValueError(f"unknown task kind {kind!r}")
+    labels, pred = labels.astype(int), pred.astype(int)
+    rates, prec, f1 = [], [], []
+    for y, p in zip(labels.T, pred.T):  # one-vs-rest per label/class
+        rates.append(_rates_from_confusion(*skm.confusion_matrix(y, p, labels=[0, 1]).ravel()))
+        prec.append(skm.precision_score(y, p, zero_division=0))
+        f1.append(skm.f1_score(y, p, zero_division=0))
+    out = {}
+    for key in ("sensitivity", "specificity"):
+        values = np.array([r[key] for r in rates], dtype=float)
+        out[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    out["precision"] = float(np.mean(prec))
+    out["f1"] = float(np.mean(f1))
+    return out
+
+
+def _binary_ece(correct: np.ndarray, confidence: np.ndarray, num_bins: int) -> float:
+    edges = np.linspace(0.0, 1.0, num_bins + 1)
+    # bin b holds confidences in (edges[b], edges[b + 1]]; a confidence of exactly 0 joins bin 0.
+    bins = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
+    gap = np.abs(np.bincount(bins, weights=correct, minlength=num_bins)
+                 - np.bincount(bins, weights=confidence, minlength=num_bins))
+    return float(gap.sum() / max(len(confidence), 1))
+
+
+def expected_calibration_error(kind: str, labels: np.ndarray, scores: np.ndarray, num_bins: int = 15) -> float:
+    """Top-label expected calibration error (Guo et al. 2017) with `num_bins` equal-width confidence bins.
+
+    ECE = sum_b |B_b|/N * |accuracy(B_b) - confidence(B_b)|. multiclass/ordinal: confidence is the max
+    probability, correctness that of the argmax; binary: confidence max(p, 1-p) of the predicted class
+    (p >= 0.5 predicts positive); multilabel: the mean over labels of the binary ECE.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if kind == "binary":
+        pred = scores >= 0.5
+        return _binary_ece(pred == labels.astype(bool), np.where(pred, scores, 1.0 - scores), num_bins)
+    if kind == "multilabel":
+        return float(np.mean([expected_calibration_error("binary", labels[:, j], scores[:, j], num_bins)
+                              for j in range(scores.shape[1])]))
+    if kind in MULTICLASS_KINDS:
+        return _binary_ece(scores.argmax(-1) == labels, scores.max(-1), num_bins)
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def _json_threshold(threshold: float | np.ndarray) -> float | list[float]:
+    t = np.asarray(threshold, dtype=float)
+    return float(t) if t.ndim == 0 else [float(v) for v in t]
+
+
+def classification_report(kind: str, labels: np.ndarray, scores: np.ndarray, *,
+                          threshold: float | np.ndarray = 0.5, youden_threshold: float | np.ndarray | None = None,
+                          bootstrap_samples: int = 1000, seed: int = 0) -> dict:
+    """All headline metrics of one split as plain Python floats/lists (json.dump-able).
+
+    Always: auc (+ auc_ci95 when bootstrapping), accuracy, balanced_accuracy, ece, num_examples.
+    binary/multilabel: sensitivity, specificity, precision, f1 at `threshold`, and, when the caller passes a
+    `youden_threshold` chosen on the validation split, the same plus accuracy under "at_youden".
+    multiclass/ordinal: macro sensitivity/specificity/precision/f1 of argmax; ordinal also qwk.
+    multilabel also auc_per_label (NaN where a label has one class).
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    out: dict = {
         "auc": auc(kind, labels, scores),
         "accuracy": accuracy(kind, labels, scores, threshold),
         "balanced_accuracy": balanced_accuracy(kind, labels, scores, threshold),
         "num_examples": int(len(labels)),
+        "ece": expected_calibration_error(kind, labels, scores),
     }
-    if kind == "binary":
-        out.update(binary_rates(labels, scores, threshold))
+    out.update(threshold_metrics(kind, labels, scores, threshold))
+    if kind in ("binary", "multilabel") and youden_threshold is not None:
+        at = {"threshold": _json_threshold(youden_threshold)}
+        at.update(threshold_metrics(kind, labels, scores, youden_threshold))
+        at["accuracy"] = accuracy(kind, labels, scores, youden_threshold)
+        out["at_youden"] = at
+    if kind == "ordinal":
+        out["qwk"] = quadratic_weighted_kappa(labels, scores.argmax(-1))
+    if kind == "multilabel":
+        out["auc_per_label"] = [_safe_auc(labels[:, j], scores[:, j]) for j in range(scores.shape[1])]
     if bootstrap_samples:
         out["auc_ci95"] = list(bootstrap_ci(lambda y, s: auc(kind, y, s), labels, scores,
                                             num_samples=bootstrap_samples, seed=seed))
