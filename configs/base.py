@@ -14,13 +14,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.seed = 0
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic"           # 'synthetic' | 'medmnist'
+    c.data.name = "synthetic"           # 'synthetic' | 'medmnist' | 'drive' | 'chase_db1' | 'isbi2012' | 'seg_folders'
     c.data.subset = "default"           # medmnist subset (e.g. 'pneumoniamnist') or synthetic variant
     c.data.source_size = 28             # stored image size to read (MedMNIST: 28, 64, 128, 224)
     c.data.input_size = 0               # model input size after resizing; 0 = the model's default
     c.data.resize_method = "bilinear"   # 'bilinear' | 'nearest' (the MedMNIST "(224)" rows use nearest)
     c.data.manual_dir = config_dict.placeholder(str)  # folder with <subset>.npz ($MEDTL_MEDMNIST_DIR)
     c.data.data_dir = config_dict.placeholder(str)    # TFDS folder ($MEDTL_DATA_DIR, ~/.cache/medtl_jax/tfds)
+    c.data.val_count = -1               # segmentation folders: training images held out for validation; -1 = default
 
     c.augment = ml_collections.ConfigDict()
     c.augment.enabled = True
@@ -40,6 +41,33 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.weights_dir = config_dict.placeholder(str)   # weight store ($MEDTL_WEIGHTS_DIR)
     c.model.dropout_rate = -1.0         # before the head; -1 = the model's default
     c.model.dtype = "float32"
+
+    c.task = ml_collections.ConfigDict()
+    c.task.ordinal_head = "coral"       # ordinal datasets: 'coral' (rank-consistent K-1 logits) | 'dense' (softmax)
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.imbalance = "none"           # medtl_jax.tasks.losses.IMBALANCE_STRATEGIES (e.g. 'focal', 'balanced_sampling')
+    c.loss.focal_gamma = 2.0
+    c.loss.focal_alpha = "none"         # focal's class weights: 'none' | 'inverse' | 'effective_number'
+    c.loss.cb_beta = 0.999              # class-balanced loss: effective-number beta
+    c.loss.la_tau = 1.0                 # logit adjustment temperature
+    c.loss.segmentation = "dice_ce"     # 'ce' | 'dice' | 'dice_ce' | 'focal'
+
+    c.transfer = ml_collections.ConfigDict()
+    c.transfer.mode = "finetune"        # 'finetune' | 'linear_probe' | 'freeze_stages'
+    c.transfer.freeze_stages = 0        # freeze_stages: the first k stages (stem first) stay fixed
+    c.transfer.layer_decay = 1.0        # layer-wise lr decay per stage below the head; 1.0 = off
+    c.transfer.bn = "train"             # 'train' (batch statistics) | 'frozen' (running statistics, not updated)
+    c.transfer.transfusion_stages = 0   # partial transfusion: pretrained stages < k, random above; 0 = all
+
+    c.segmentation = ml_collections.ConfigDict()
+    c.segmentation.decoder = "unet"     # 'unet' | 'fcn'
+    c.segmentation.patch_size = 96      # training crop side
+    c.segmentation.patches_per_image = 8  # random patches per training image per epoch
+    c.segmentation.foreground_fraction = 0.5  # chance a patch is centred on a foreground pixel
+    c.segmentation.scale = 1.0          # resize whole images by this factor first (masks nearest)
+    c.segmentation.overlap = 0.5        # sliding-window inference overlap
+    c.segmentation.window = 0           # inference window; 0 = patch_size
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"          # 'sgd' | 'adam' | 'adamw'
@@ -61,7 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 32             # global batch, split over devices and processes
     c.train.eval_batch_size = 128
     c.train.log_every_steps = 20
-    c.train.select_metric = "auc"       # validation metric that picks the checkpoint evaluated on test
+    c.train.select_metric = "auto"      # validation metric picking the tested checkpoint; auto = auc (dice for masks)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.threshold = 0.5              # binary/multilabel decision threshold for accuracy

@@ -9,7 +9,10 @@ import ml_collections
 
 STEMS = ("imagenet", "cifar")
 DTYPES = ("float32", "bfloat16")
-SELECT_METRICS = ("auc", "accuracy", "balanced_accuracy")
+SELECT_METRICS = ("auto", "auc", "accuracy", "balanced_accuracy", "f1", "qwk", "dice", "iou")
+ORDINAL_HEADS = ("coral", "dense")
+SEGMENTATION_LOSSES = ("ce", "dice", "dice_ce", "focal")
+DECODERS = ("unet", "fcn")
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -45,6 +48,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from medtl_jax.data import DATASETS
     from medtl_jax.models import MODELS
     from medtl_jax.optim import OPTIMIZERS, SCHEDULES
+    from medtl_jax.tasks.losses import IMBALANCE_STRATEGIES
     from medtl_jax.weights.init_source import PRETRAINED_INITS, check_init
 
     _choice("data.name", config.data.name, DATASETS)
@@ -55,6 +59,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)
     _choice("train.select_metric", config.train.select_metric, SELECT_METRICS)
+    _choice("task.ordinal_head", config.task.ordinal_head, ORDINAL_HEADS)
+    _choice("loss.imbalance", config.loss.imbalance, IMBALANCE_STRATEGIES)
+    _choice("loss.focal_alpha", config.loss.focal_alpha, ("none", "inverse", "effective_number"))
+    _choice("loss.segmentation", config.loss.segmentation, SEGMENTATION_LOSSES)
+    _choice("segmentation.decoder", config.segmentation.decoder, DECODERS)
+    for key in ("segmentation.patch_size", "segmentation.patches_per_image"):
+        group, name = key.split(".")
+        if int(config[group][name]) <= 0:
+            raise ValueError(f"config.{key} must be positive, got {config[group][name]}")
     for key in ("train.epochs", "train.batch_size", "train.eval_batch_size"):
         group, name = key.split(".")
         if int(config[group][name]) <= 0:

@@ -1,6 +1,8 @@
 """The trainer. Reads top to bottom: set-up, state, step, loop, evaluation, checkpoint.
 
-`train_and_evaluate(config, workdir)` trains a classifier chosen by config, validates every epoch, keeps
+`train_and_evaluate(config, workdir)` trains a classifier or a segmenter chosen by config (the task-specific
+parts come from `classification_run` / `segmentation_run`; the optimizer is wrapped for the transfer mode
+by `medtl_jax.transfer`), validates every epoch, keeps
 the checkpoint with the best validation metric, evaluates the test split once with it, and writes
 `results.json` and `report.md`. Rerunning the same command on the same workdir resumes from the latest
 checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and step).
@@ -9,7 +11,6 @@ checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and 
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import logging
 import pathlib
@@ -25,20 +26,20 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from medtl_jax import evaluate, parallel
-from medtl_jax.atomic_io import write_bytes_atomic, write_json_atomic
+from medtl_jax import parallel
+from medtl_jax.atomic_io import write_json_atomic
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.config_checks import validate_config
 from medtl_jax.data import load_data
-from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
 from medtl_jax.metric_log import MetricLog
-from medtl_jax.model_input import backbone_kwargs, check_in_channels, fold_pretrained, input_normalization
-from medtl_jax.models import build_classifier, get_spec
+from medtl_jax.classification_run import RunParts, classification_parts
+from medtl_jax.model_input import fold_pretrained
+from medtl_jax.models import get_spec
 from medtl_jax.optim import make_optimizer
 from medtl_jax.report.run_report import write_run_report
-from medtl_jax.tasks import make_task
+from medtl_jax.segmentation_run import segmentation_parts
+from medtl_jax.transfer import initialize, validate_transfer, wrap_optimizer
 from medtl_jax.weights.init_source import load_init_variables
-from medtl_jax.weights.store import merge_pretrained
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +65,10 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclasses.dataclass
 class Setup:
-    """What the run is made of, derived from the config once."""
+    """What the run is made of, derived from the config once (task-specific parts in `parts`)."""
 
     data: Any
-    task: Any
-    model: Any
-    preprocess: Preprocess
-    augment: Augment | None
+    parts: RunParts
     mesh: Any
     tx: optax.GradientTransformation
     schedule: optax.Schedule
@@ -78,47 +76,51 @@ class Setup:
     total_steps: int
     aux_loss_weight: float = 0.0
 
+    @property
+    def task(self):
+        return self.parts.task
+
+    @property
+    def model(self):
+        return self.parts.model
+
 
 def make_setup(config: ml_collections.ConfigDict) -> Setup:
-    """Validates the config and builds the data, task, model, pipeline settings, mesh and optimizer."""
+    """Validates the config and builds the data, task, model, epochs, evaluator, mesh and optimizer."""
     validate_config(config)
+    validate_transfer(config.transfer, config.model.name, _init_kind(config.model.init))
     data = load_data(config.data)
-    task = make_task(data.info.task, data.info.num_classes, data.info.label_names)
-    spec = get_spec(config.model.name)
-    check_in_channels(config.model.name, config.model.in_channels, data.info.channels)
-    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-    aux_outputs = task.num_outputs if config.model.aux_loss_weight > 0 else 0
-    model = build_classifier(config.model.name, task.num_outputs, stem=config.model.stem, dtype=dtype,
-                             **backbone_kwargs(config.model.name, config.model.in_channels, aux_outputs))
-    dropout = spec.dropout_rate if config.model.dropout_rate < 0 else config.model.dropout_rate
-    model = model.clone(dropout_rate=dropout)
-    mean, std = input_normalization(spec, config.model.name, config.model.in_channels)
-    preprocess = Preprocess(input_size=config.data.input_size or spec.default_input_size, mean=mean, std=std,
-                            resize_method=config.data.resize_method)
-    a = config.augment
-    augment = (Augment(flip=a.flip, rotate_degrees=a.rotate_degrees, crop_scale=a.crop_scale,
-                       brightness=a.brightness, contrast=a.contrast) if a.enabled else None)
     mesh = parallel.make_mesh(config.mesh.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
-    steps_per_epoch = len(data.sources["train"]) // config.train.batch_size
-    if steps_per_epoch == 0:
+    make_parts = segmentation_parts if data.info.task == "segmentation" else classification_parts
+    parts = make_parts(config, data, mesh)
+    if parts.steps_per_epoch == 0:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
-                         f"{len(data.sources['train'])} training examples")
-    total_steps = steps_per_epoch * config.train.epochs
-    tx, schedule = make_optimizer(config, steps_per_epoch, total_steps)
-    return Setup(data, task, model, preprocess, augment, mesh, tx, schedule, steps_per_epoch, total_steps,
+                         f"{data.info.splits['train']} training examples")
+    total_steps = parts.steps_per_epoch * config.train.epochs
+    tx, schedule = make_optimizer(config, parts.steps_per_epoch, total_steps)
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(lambda: parts.model.init(rngs, jnp.zeros((1, *parts.input_shape)), train=False))
+    tx = wrap_optimizer(tx, shapes["params"], config.model.name, config.transfer)
+    return Setup(data, parts, mesh, tx, schedule, parts.steps_per_epoch, total_steps,
                  aux_loss_weight=float(config.model.aux_loss_weight))
 
 
 # ----------------------------------------------------------------------------------------------------
-# State: random or ImageNet initialisation, replicated over the mesh.
+# State: random, ImageNet (or any stored) initialisation, Mean-Var or partial transfusion; replicated.
 # ----------------------------------------------------------------------------------------------------
 
-def pretrained_skip(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """Variable paths that stay freshly initialised under pretrained init: the head, a CIFAR-style stem,
-    and Inception's auxiliary classifier (its converted weights are not kept; it is trained anew)."""
-    skip = ["head"]
+def _init_kind(init: str) -> str:
+    """'scratch' and 'mean_var' as they are; any other source of weights is transferred like 'imagenet'."""
+    return init if init in ("scratch", "mean_var") else "imagenet"
+
+
+def pretrained_skip(config: ml_collections.ConfigDict, variables: dict) -> tuple[str, ...]:
+    """Variable paths that stay freshly initialised under pretrained init: everything outside the
+    backbone (head, decoder), a CIFAR-style stem, and Inception's auxiliary classifier (its converted
+    weights are not kept; it is trained anew)."""
+    skip = [k for k in variables["params"] if k != "backbone"]
     if config.model.stem == "cifar":
         skip.append("backbone/conv1")
     if config.model.aux_loss_weight > 0:
@@ -127,11 +129,10 @@ def pretrained_skip(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
-    """Initial TrainState (ImageNet backbone + fresh head, or scratch), placed replicated on the mesh."""
+    """Initial TrainState (see `medtl_jax.transfer.initialize`), placed replicated on the mesh."""
     rng = jax.random.PRNGKey(config.seed)
-    init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
-    size = s.preprocess.input_size
-    dummy = jnp.zeros((1, size, size, s.preprocess.channels), jnp.float32)
+    init_rng, dropout_rng, state_rng, resample_rng = jax.random.split(rng, 4)
+    dummy = jnp.zeros((1, *s.parts.input_shape), jnp.float32)
     variables = jax.jit(lambda r, d: s.model.init({"params": r, "dropout": d}, dummy, train=False))(
         init_rng, dropout_rng)
     variables = jax.device_get(variables)
@@ -140,7 +141,9 @@ def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
     if pretrained is not None:
         pretrained = fold_pretrained(pretrained, get_spec(config.model.name), config.model.name,
                                      config.model.in_channels)
-        variables = merge_pretrained(variables, pretrained, skip=pretrained_skip(config))
+    variables = initialize(variables, config.model.name, _init_kind(config.model.init), pretrained=pretrained,
+                           transfusion_stages=config.transfer.transfusion_stages, rng=resample_rng,
+                           skip=pretrained_skip(config, variables))
     params = variables["params"]
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        batch_stats=variables.get("batch_stats", {}), opt_state=s.tx.init(params),
@@ -163,7 +166,7 @@ def make_train_step(s: Setup):
                 {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
                 mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
                 capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
-            loss = s.task.loss(logits, batch["label"]).mean()
+            loss = s.task.batch_loss(logits, batch).mean()
             if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
                 aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
                 loss = loss + s.aux_loss_weight * s.task.loss(aux.astype(jnp.float32), batch["label"]).mean()
@@ -182,13 +185,6 @@ def make_train_step(s: Setup):
 # ----------------------------------------------------------------------------------------------------
 # Loop: epochs of steps, validation each epoch, latest + best checkpoints; resumes where it stopped.
 # ----------------------------------------------------------------------------------------------------
-
-def _epoch_batches(config, s: Setup, epoch: int, start: int):
-    ds = train_batches(s.data.sources["train"], batch_size=config.train.batch_size // jax.process_count(),
-                       seed=config.seed, epoch=epoch, preprocess=s.preprocess, augment=s.augment,
-                       shard_index=jax.process_index(), shard_count=jax.process_count())
-    return as_iterator(ds[start:])
-
 
 def _select(metrics: dict, name: str) -> float:
     value = metrics.get(name, float("nan"))
@@ -211,7 +207,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         log.info("resumed from step %d (epoch %d)", int(state.step), record["epoch"])
     metric_log = MetricLog(workdir, resume_step=int(state.step))
     train_step = make_train_step(s)
-    eval_step = evaluate.make_eval_step(s.model, s.task, s.mesh)
 
     step = int(state.step)
     bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
@@ -220,7 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     while step < s.total_steps:
         epoch, offset = divmod(step, s.steps_per_epoch)
         t_mark, step_mark = time.time(), step
-        for batch in _epoch_batches(config, s, epoch, offset):
+        for batch in s.parts.train_epoch(epoch, offset):
             state, step_metrics = train_step(state, parallel.to_global(batch, s.mesh))
             step += 1
             if step % config.train.log_every_steps == 0 or step % s.steps_per_epoch == 0:
@@ -235,20 +230,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
             bar.update(1)
         # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
-        val = evaluate.score(s.task, evaluate.predict(
-            eval_step, state, s.data.sources["validation"], global_batch=config.train.eval_batch_size,
-            preprocess=s.preprocess, mesh=s.mesh), threshold=config.eval.threshold)
+        val = s.parts.evaluator.validate(state)
         metric_log.write(step, "val", val)
         record["epoch"] = epoch + 1
         record["train_seconds"] += time.time() - t_train
         t_train = time.time()
-        score = _select(val, config.train.select_metric)
+        score = _select(val, s.parts.select_metric)
         if score > record["best_score"] or record["best_epoch"] < 0:
             record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
             ckpts.save("best", step, state, record)
         ckpts.save("latest", step, state, record)
-        tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {config.train.select_metric} "
-                   f"{val.get(config.train.select_metric, float('nan')):.4f} (best {record['best_score']:.4f} "
+        tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
+                   f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f} "
                    f"at epoch {record['best_epoch']})")
     bar.close()
     ckpts.wait()
@@ -257,14 +250,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     # Evaluation: the best validation checkpoint, on validation and (once) on test.
     # ------------------------------------------------------------------------------------------------
     best_state, best_record = ckpts.restore("best", state)
-    results: dict[str, Any] = {}
-    for split, name in (("validation", "val"), ("test", "test")):
-        preds = evaluate.predict(eval_step, best_state, s.data.sources[split],
-                                 global_batch=config.train.eval_batch_size, preprocess=s.preprocess, mesh=s.mesh)
-        results[name] = evaluate.score(s.task, preds, threshold=config.eval.threshold,
-                                       bootstrap_samples=config.eval.bootstrap_samples, seed=config.seed)
-        _write_predictions(workdir / f"predictions_{name}.npz", preds)
-    results["selection"] = {"metric": config.train.select_metric, "best_epoch": best_record["best_epoch"],
+    results: dict[str, Any] = s.parts.evaluator.final(best_state, workdir)
+    results["selection"] = {"metric": s.parts.select_metric, "best_epoch": best_record["best_epoch"],
                             "best_step": best_record.get("best_step"), "val_score": best_record["best_score"]}
     results["data"] = dataclasses.asdict(s.data.info)
     results["timing"] = {"train_seconds": round(record["train_seconds"], 1),
@@ -298,11 +285,3 @@ def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> 
             log.warning("resuming with a config that differs from the original run in: %s", ", ".join(changed))
     if jax.process_index() == 0:
         write_json_atomic(path, current)
-
-
-def _write_predictions(path: pathlib.Path, preds: evaluate.Predictions) -> None:
-    if jax.process_index() != 0:
-        return
-    buf = io.BytesIO()
-    np.savez(buf, index=preds.index, labels=preds.labels, scores=preds.scores)
-    write_bytes_atomic(path, buf.getvalue())

@@ -7,11 +7,11 @@ import pytest
 from flax import serialization
 
 from configs.base import base_config
-from medtl_jax import model_input, parallel, train
+from medtl_jax import model_input, train
 from medtl_jax.data.pipeline import Preprocess, Transform, collate
 from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.weights.init_source import load_init_variables
-from medtl_jax.weights.store import load_pretrained, merge_pretrained
+from medtl_jax.weights.store import load_pretrained
 
 
 def _batch(images: np.ndarray, pre: Preprocess) -> np.ndarray:

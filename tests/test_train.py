@@ -1,6 +1,7 @@
 """The trainer on a tiny synthetic task: learning, device-count invariance, resume, results files."""
 
 import dataclasses
+import itertools
 import json
 
 import jax
@@ -10,7 +11,6 @@ import pytest
 
 from configs.base import base_config
 from medtl_jax import parallel, train
-from medtl_jax.data.pipeline import train_batches
 from medtl_jax.models import build_classifier
 
 
@@ -34,9 +34,7 @@ def tiny_config(data_dir, **overrides):
 
 
 def _first_batches(config, s, n):
-    ds = train_batches(s.data.sources["train"], batch_size=config.train.batch_size, seed=config.seed, epoch=0,
-                       preprocess=s.preprocess, augment=s.augment)
-    return [ds[i] for i in range(n)]
+    return list(itertools.islice(s.parts.train_epoch(0, 0), n))
 
 
 def _run_steps(config, n_steps, batches=None):
@@ -65,7 +63,7 @@ def _run_steps_float64(config, batches):
     """Like _run_steps, but computing in float64, so that float32 rounding cannot hide a real difference."""
     s = train.make_setup(config)
     model = build_classifier(config.model.name, s.task.num_outputs, stem=config.model.stem, dtype=jnp.float64)
-    s = dataclasses.replace(s, model=model.clone(dropout_rate=0.0))
+    s = dataclasses.replace(s, parts=dataclasses.replace(s.parts, model=model.clone(dropout_rate=0.0)))
     state = jax.device_get(train.create_state(config, s))
     state = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64) if a.dtype == np.float32 else a, state)
     state = jax.device_put(state, parallel.replicated(s.mesh))

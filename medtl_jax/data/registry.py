@@ -12,7 +12,7 @@ from typing import Any
 
 from medtl_jax.data import builder_base, medmnist, synthetic
 
-# MedMNIST's task names -> ours. The trainer treats 'ordinal' as 'multiclass' for now.
+# MedMNIST's task names -> ours.
 MEDMNIST_TASKS = {"binary-class": "binary", "multi-class": "multiclass",
                   "ordinal-regression": "ordinal", "multi-label, binary-class": "multilabel"}
 SPLITS = ("train", "validation", "test")
@@ -22,8 +22,8 @@ SPLITS = ("train", "validation", "test")
 class DataInfo:
     """What a dataset is: task kind, classes, image geometry and split sizes.
 
-    task: 'binary' | 'multiclass' | 'multilabel' | 'ordinal'. num_classes: 2 for binary, the number
-    of labels for multilabel. attributes: record keys holding a per-example group (e.g. 'site'),
+    task: 'binary' | 'multiclass' | 'multilabel' | 'ordinal' | 'segmentation'. num_classes: 2 for binary
+    (and binary masks), the number of labels for multilabel. attributes: record keys holding a per-example group (e.g. 'site'),
     for per-group evaluation.
     """
 
@@ -90,9 +90,20 @@ def load_synthetic(config) -> DataBundle:
     return DataBundle(info=info, sources=_sources(builder))
 
 
+def load_segmentation_folders(config) -> DataBundle:
+    """Image/mask folder pairs (DRIVE, CHASE_DB1, ISBI 2012, or the generic layout): see
+    medtl_jax.data.segmentation_folders."""
+    from medtl_jax.data import segmentation_folders
+    return segmentation_folders.load_segmentation(config)
+
+
 DATASETS: dict[str, Callable[[Any], DataBundle]] = {
     "medmnist": load_medmnist,
     "synthetic": load_synthetic,
+    "drive": load_segmentation_folders,
+    "chase_db1": load_segmentation_folders,
+    "isbi2012": load_segmentation_folders,
+    "seg_folders": load_segmentation_folders,
 }
 
 

@@ -7,11 +7,34 @@ import pathlib
 from medtl_jax.atomic_io import write_text_atomic
 
 _METRICS = (("auc", "AUC"), ("accuracy", "ACC"), ("balanced_accuracy", "balanced ACC"),
-            ("sensitivity", "sensitivity"), ("specificity", "specificity"))
+            ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "F1"), ("qwk", "QWK"),
+            ("ece", "ECE"), ("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95 (px)"))
+_YOUDEN = (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "F1"), ("accuracy", "ACC"))
 
 
 def _fmt(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and x != x) else f"{x:.4f}"
+
+
+def _transfer(cfg: dict) -> str:
+    t = cfg.get("transfer", {})
+    parts = [t.get("mode", "finetune")]
+    if t.get("mode") == "freeze_stages":
+        parts.append(f"first {t['freeze_stages']} stages frozen")
+    if t.get("layer_decay", 1.0) != 1.0:
+        parts.append(f"layer-wise lr decay {t['layer_decay']}")
+    if t.get("transfusion_stages"):
+        parts.append(f"pretrained up to stage {t['transfusion_stages']}")
+    parts.append(f"BatchNorm {t.get('bn', 'train')}")
+    return ", ".join(parts)
+
+
+def _loss(cfg: dict, data: dict) -> str:
+    loss = cfg.get("loss", {})
+    if data["task"] == "segmentation":
+        return loss.get("segmentation", "dice_ce")
+    head = cfg.get("task", {}).get("ordinal_head", "dense") if data["task"] == "ordinal" else "dense"
+    return f"imbalance strategy {loss.get('imbalance', 'none')}, {head} head"
 
 
 def render_run_report(results: dict) -> str:
@@ -28,6 +51,7 @@ def render_run_report(results: dict) -> str:
         "- splits: " + ", ".join(f"{k} {v}" for k, v in data["splits"].items()), "",
         "## Recipe",
         f"- model `{m['name']}`, init `{m['init']}`, stem `{m['stem']}`, compute dtype {m['dtype']}",
+        f"- transfer: {_transfer(cfg)}; loss: {_loss(cfg, data)}",
         f"- input {cfg['data']['input_size'] or 'model default'} px ({cfg['data']['resize_method']} resize), "
         f"augmentation: " + (f"flip={aug['flip']}, rotate ±{aug['rotate_degrees']}°, crop_scale={aug['crop_scale']}, "
                              f"brightness={aug['brightness']}, contrast={aug['contrast']}" if aug["enabled"] else "none"),
@@ -46,8 +70,15 @@ def render_run_report(results: dict) -> str:
     for split in ("val", "test"):
         r = results[split]
         ci = r.get("auc_ci95") or [None, None]
+        n = r.get("num_examples", r.get("num_images"))
         lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in shown)
-                     + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {r['num_examples']} |")
+                     + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {n} |")
+    youden = results["test"].get("at_youden")
+    if youden:
+        thr = youden["threshold"]
+        thr_text = _fmt(thr) if isinstance(thr, float) else "per label"
+        lines += ["", f"At the Youden-optimal threshold chosen on validation ({thr_text}), test: "
+                  + ", ".join(f"{label} {_fmt(youden.get(k))}" for k, label in _YOUDEN)]
     t, env = results["timing"], results["environment"]
     lines += ["", f"Accuracy uses a fixed threshold of {cfg['eval']['threshold']} for binary tasks and argmax "
                   "otherwise; AUC is scikit-learn's (multi-class: mean one-vs-rest, as MedMNIST v2).", "",
