@@ -6,6 +6,8 @@ global arrays with `jax.make_array_from_process_local_data`, so each process fee
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -14,13 +16,29 @@ DATA_AXIS = "data"
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D data-parallel mesh over all (or the first `num_devices`) devices."""
-    devices = jax.devices()
-    if num_devices:
-        if num_devices > len(devices):
-            raise ValueError(f"config.mesh.num_devices={num_devices} but only {len(devices)} devices exist")
-        devices = devices[:num_devices]
-    return Mesh(np.asarray(devices), (DATA_AXIS,))
+    """A 1-D data-parallel mesh over all (or `num_devices`, see `select_devices`) devices."""
+    return Mesh(np.asarray(select_devices(jax.devices(), num_devices, jax.process_count())), (DATA_AXIS,))
+
+
+def select_devices(devices: Sequence, num_devices: int | None, process_count: int) -> list:
+    """All devices, or `num_devices` of them: the first ones with one process, else the same number
+    from every process (each process feeds its slice of the batch to its own devices, so every
+    process needs some), grouped by process in process order."""
+    devices = list(devices)
+    if not num_devices or num_devices == len(devices):
+        return devices
+    if num_devices > len(devices):
+        raise ValueError(f"config.mesh.num_devices={num_devices} but only {len(devices)} devices exist")
+    if process_count == 1:
+        return devices[:num_devices]
+    per_process = num_devices // process_count
+    by_process: dict[int, list] = {}
+    for d in devices:
+        by_process.setdefault(d.process_index, []).append(d)
+    if num_devices % process_count or any(len(v) < per_process for v in by_process.values()):
+        raise ValueError(f"config.mesh.num_devices={num_devices} must be a multiple of the {process_count} "
+                         f"processes, at most {min(len(v) for v in by_process.values())} from each")
+    return [d for p in sorted(by_process) for d in by_process[p][:per_process]]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
