@@ -89,6 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.batch_size = 32             # global batch, split over devices and processes
     c.train.eval_batch_size = 128
     c.train.log_every_steps = 20
+    c.train.grad_accum_steps = 1        # micro-batches per step: same update as the full batch, less memory
+    c.train.checkpoint_every_steps = 0  # extra 'latest' checkpoints mid-epoch (0 = at epoch ends only)
     c.train.select_metric = "auto"      # validation metric picking the tested checkpoint; auto = auc (dice for masks)
 
     c.eval = ml_collections.ConfigDict()

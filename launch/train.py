@@ -6,6 +6,16 @@
 
 Any config field can be overridden with --config.<group>.<field>=value; a misspelt field stops at once,
 naming the field and the closest valid ones. Rerunning the same command on the same workdir resumes.
+
+Several processes (hosts, or CPU processes on one machine) train one run together when each is started
+with the same command plus its own --process_id; the workdir must be shared. For example, two CPU
+processes with two devices each:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m launch.train ... \
+        --coordinator_address=localhost:12355 --num_processes=2 --process_id=0   # and =1 in a second shell
+
+Under SLURM (more than one task) or on a multi-host Cloud TPU the processes find each other without
+these flags (see medtl_jax/distributed.py). Only process 0 writes results and prints the summary.
 """
 
 from __future__ import annotations
@@ -22,6 +32,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optional
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, logs, results.json, report.md.")
 flags.mark_flags_as_required(["config", "workdir"])
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0's coordinator; with --num_processes and --process_id.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes taking part in the run.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 .. num_processes-1.",
+                                   lower_bound=0)
+_LOCAL_DEVICE_IDS = flags.DEFINE_list("local_device_ids", None,
+                                      "Devices this process uses (e.g. one GPU each: 0, 1, ...); default all.")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -77,13 +94,33 @@ def main(argv: list[str]) -> None:
     del argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every file operation at INFO
-    from medtl_jax.train import train_and_evaluate  # after flag parsing: JAX starts here
-    results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    test = results["test"]
+    from medtl_jax import distributed  # imports JAX but starts no backend
+    device_ids = [int(i) for i in _LOCAL_DEVICE_IDS.value] if _LOCAL_DEVICE_IDS.value else None
+    try:  # before anything else touches JAX
+        distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, device_ids)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    print(distributed.describe(), file=sys.stderr, flush=True)  # INFO logs are muted above
+    from medtl_jax.preemption import Preempted
+    from medtl_jax.train import train_and_evaluate
+    try:
+        results = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except Preempted as stop:  # SIGTERM: checkpoint saved, clean exit; the same command resumes
+        print(stop, flush=True)
+        return
+    import jax
+    if jax.process_index() == 0:
+        print(summary_line(results["test"], _WORKDIR.value))
+
+
+def summary_line(test: dict, workdir: str) -> str:
+    """One line of headline test metrics: Dice/IoU/HD95 for masks, AUC (CI), ACC otherwise."""
+    if "dice" in test:
+        return (f"test Dice {test['dice']:.4f}  IoU {test['iou']:.4f}  HD95 {test['hd95']:.1f} px  "
+                f"(n={test['num_images']} images; report: {workdir}/report.md)")
     lo, hi = test.get("auc_ci95", [float("nan")] * 2)
-    print(f"test AUC {test['auc']:.4f} [95% CI {lo:.4f}, {hi:.4f}]  ACC {test['accuracy']:.4f}  "
-          f"balanced ACC {test['balanced_accuracy']:.4f}  (n={test['num_examples']}; "
-          f"report: {_WORKDIR.value}/report.md)")
+    return (f"test AUC {test['auc']:.4f} [95% CI {lo:.4f}, {hi:.4f}]  ACC {test['accuracy']:.4f}  "
+            f"balanced ACC {test['balanced_accuracy']:.4f}  (n={test['num_examples']}; report: {workdir}/report.md)")
 
 
 if __name__ == "__main__":

@@ -39,8 +39,14 @@ class RunCheckpoints:
         if step is None:
             return None
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like_state)
-        restored = manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+        try:
+            restored = manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(
+                f"the '{which}' checkpoint at step {step} in {manager.directory} does not fit the model built "
+                f"from the config (another model, number of classes or transfer mode?): {e}. Use a new workdir "
+                "or the original config.") from e
         return restored["state"], dict(restored["record"])
 
     def wait(self) -> None:

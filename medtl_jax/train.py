@@ -36,6 +36,7 @@ from medtl_jax.classification_run import RunParts, classification_parts
 from medtl_jax.model_input import fold_pretrained
 from medtl_jax.models import get_spec
 from medtl_jax.optim import make_optimizer
+from medtl_jax.preemption import PreemptionWatch, Preempted
 from medtl_jax.report.run_report import write_run_report
 from medtl_jax.segmentation_run import segmentation_parts
 from medtl_jax.transfer import initialize, validate_transfer, wrap_optimizer
@@ -75,6 +76,7 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     aux_loss_weight: float = 0.0
+    grad_accum_steps: int = 1
 
     @property
     def task(self):
@@ -103,8 +105,13 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     shapes = jax.eval_shape(lambda: parts.model.init(rngs, jnp.zeros((1, *parts.input_shape)), train=False))
     tx = wrap_optimizer(tx, shapes["params"], config.model.name, config.transfer)
+    accum = int(config.train.grad_accum_steps)
+    if accum < 1 or config.train.batch_size % (accum * mesh.devices.size):
+        raise ValueError(f"config.train.grad_accum_steps={accum} must be >= 1 and split "
+                         f"config.train.batch_size={config.train.batch_size} into micro-batches divisible by "
+                         f"the {mesh.devices.size} devices")
     return Setup(data, parts, mesh, tx, schedule, parts.steps_per_epoch, total_steps,
-                 aux_loss_weight=float(config.model.aux_loss_weight))
+                 aux_loss_weight=float(config.model.aux_loss_weight), grad_accum_steps=accum)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -156,23 +163,48 @@ def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
 # ----------------------------------------------------------------------------------------------------
 
 def make_train_step(s: Setup):
-    """The compiled train step: (state, batch) -> (state, metrics)."""
+    """The compiled train step: (state, batch) -> (state, metrics).
+
+    With `grad_accum_steps` k > 1 the global batch is split into k micro-batches (rows j, j+k, j+2k, ...,
+    so every device keeps its share of each) whose gradients are averaged before one optimizer update:
+    the same update as the whole batch at 1/k of the activation memory. BatchNorm then normalises with
+    each micro-batch's statistics and updates its running ones k times (as in PyTorch accumulation);
+    with frozen statistics (`config.transfer.bn='frozen'`) the result equals the large batch exactly.
+    """
+    k = s.grad_accum_steps
+
+    def loss_fn(params, batch_stats, batch, rng):
+        logits, updates = s.model.apply(
+            {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
+            capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
+        loss = s.task.batch_loss(logits, batch).mean()
+        if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
+            aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
+            loss = loss + s.aux_loss_weight * s.task.loss(aux.astype(jnp.float32), batch["label"]).mean()
+        return loss, updates["batch_stats"]
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated(params, batch_stats, batch, rng):
+        micro = jax.tree_util.tree_map(
+            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+
+        def body(carry, xs):
+            loss_sum, grad_sum, stats = carry
+            j, mb = xs
+            (loss, stats), grads = grad_fn(params, stats, mb, jax.random.fold_in(rng, j))
+            return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads), stats), None
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        (loss, grads, stats), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros, batch_stats),
+                                               (jnp.arange(k), micro))
+        return (loss / k, stats), jax.tree_util.tree_map(lambda g: g / k, grads)
 
     def train_step(state: TrainState, batch: dict):
         rng = jax.random.fold_in(state.rng, state.step)
-
-        def loss_fn(params):
-            logits, updates = s.model.apply(
-                {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-                mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
-                capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
-            loss = s.task.batch_loss(logits, batch).mean()
-            if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
-                aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
-                loss = loss + s.aux_loss_weight * s.task.loss(aux.astype(jnp.float32), batch["label"]).mean()
-            return loss, updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        compute = grad_fn if k == 1 else accumulated
+        (loss, batch_stats), grads = compute(state.params, state.batch_stats, batch, rng)
         updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=batch_stats, opt_state=opt_state)
@@ -209,40 +241,58 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     train_step = make_train_step(s)
 
     step = int(state.step)
-    bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=jax.process_index() != 0)
-    t_train = time.time()
-    while step < s.total_steps:
-        epoch, offset = divmod(step, s.steps_per_epoch)
-        t_mark, step_mark = time.time(), step
-        for batch in s.parts.train_epoch(epoch, offset):
-            state, step_metrics = train_step(state, parallel.to_global(batch, s.mesh))
-            step += 1
-            if step % config.train.log_every_steps == 0 or step % s.steps_per_epoch == 0:
-                host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-                if not np.isfinite(host["loss"]):
-                    ckpts.wait()
-                    raise NonFiniteLossError(
-                        f"training loss became {host['loss']} at step {step}; the last good checkpoint "
-                        f"(step {ckpts.latest_step()}) is kept in {workdir / 'checkpoints' / 'latest'}")
-                rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
-                metric_log.write(step, "train", {**host, "images_per_second": rate})
-                bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
-            bar.update(1)
-        # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
-        val = s.parts.evaluator.validate(state)
-        metric_log.write(step, "val", val)
-        record["epoch"] = epoch + 1
-        record["train_seconds"] += time.time() - t_train
+    with PreemptionWatch() as preemption:
+        bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=jax.process_index() != 0)
         t_train = time.time()
-        score = _select(val, s.parts.select_metric)
-        if score > record["best_score"] or record["best_epoch"] < 0:
-            record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
-            ckpts.save("best", step, state, record)
-        ckpts.save("latest", step, state, record)
-        tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
-                   f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f} "
-                   f"at epoch {record['best_epoch']})")
+        while step < s.total_steps:
+            epoch, offset = divmod(step, s.steps_per_epoch)
+            t_mark, step_mark = time.time(), step
+            for batch in s.parts.train_epoch(epoch, offset):
+                state, step_metrics = train_step(state, parallel.to_global(batch, s.mesh))
+                step += 1
+                if step % config.train.log_every_steps == 0 or step % s.steps_per_epoch == 0:
+                    host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                    if not np.isfinite(host["loss"]):
+                        ckpts.wait()
+                        raise NonFiniteLossError(
+                            f"training loss became {host['loss']} at step {step}; the last good checkpoint "
+                            f"(step {ckpts.latest_step()}) is kept in {workdir / 'checkpoints' / 'latest'}")
+                    rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
+                    metric_log.write(step, "train", {**host, "images_per_second": rate})
+                    bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
+                bar.update(1)
+                mid_epoch = step % s.steps_per_epoch != 0
+                if mid_epoch and preemption.requested():
+                    record["train_seconds"] += time.time() - t_train
+                    ckpts.save("latest", step, state, record)
+                    ckpts.wait()
+                    raise Preempted(f"SIGTERM received: stopped at step {step} with a checkpoint in "
+                                    f"{workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
+                every = config.train.checkpoint_every_steps
+                if mid_epoch and every and step % every == 0:
+                    record["train_seconds"] += time.time() - t_train
+                    t_train = time.time()
+                    ckpts.save("latest", step, state, record)
+            # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
+            val = s.parts.evaluator.validate(state)
+            metric_log.write(step, "val", val)
+            record["epoch"] = epoch + 1
+            record["train_seconds"] += time.time() - t_train
+            t_train = time.time()
+            score = _select(val, s.parts.select_metric)
+            if score > record["best_score"] or record["best_epoch"] < 0:
+                record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
+                ckpts.save("best", step, state, record)
+            ckpts.save("latest", step, state, record)
+            if jax.process_index() == 0:
+                tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
+                           f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
+                           f" at epoch {record['best_epoch']})")
+            if step < s.total_steps and preemption.requested():
+                ckpts.wait()
+                raise Preempted(f"SIGTERM received: stopped after epoch {epoch + 1} (step {step}) with a checkpoint "
+                                f"in {workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
     bar.close()
     ckpts.wait()
 
