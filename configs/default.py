@@ -7,8 +7,8 @@ best-validation checkpoint, test evaluation with bootstrap CIs, report.
 Run:
     python -m launch.train --config configs/default.py --workdir /tmp/medtl_default
 
-Expected (2-core CPU): about 2 minutes including data build and compilation (measured 113 s, 92 img/s
-training at 64 px); test AUC about 0.95 (measured 0.946, bootstrap 95% CI [0.919, 0.965], n=600).
+Expected (2-core CPU): about 2-2.5 minutes including data build and compilation (measured 113-150 s,
+65-92 img/s training at 64 px); test AUC about 0.95 (measured 0.946, bootstrap 95% CI [0.919, 0.965], n=600).
 `configs/default.py:scratch` trains the same network from random initialisation in the same budget for
 comparison.
 """

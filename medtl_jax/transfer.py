@@ -126,6 +126,8 @@ def wrap_optimizer(tx: optax.GradientTransformation, params: Any, model_name: st
     rate, which is how LLRD is usually defined. ``params`` may be abstract (only its structure is read).
     """
     labels = param_labels(params, model_name, transfer_cfg)
+    if transfer_cfg.layer_decay == 1.0 and FROZEN not in jax.tree_util.tree_leaves(labels):
+        return tx  # plain fine-tuning: nothing to partition
     trainable = jax.tree_util.tree_map(lambda lab: FROZEN if lab == FROZEN else "train", labels)
     train_tx = tx
     if transfer_cfg.layer_decay != 1.0:
