@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = 0              # 0 = all devices
+    c.mesh.batch_norm = "global"        # BN batch statistics: 'global' (whole batch, = SyncBN) | 'per_device'
     return c
 
 

@@ -77,6 +77,7 @@ class Setup:
     total_steps: int
     aux_loss_weight: float = 0.0
     grad_accum_steps: int = 1
+    bn_groups: int = 1  # >1: BatchNorm statistics per group of rows (one group per device)
 
     @property
     def task(self):
@@ -111,7 +112,18 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
                          f"config.train.batch_size={config.train.batch_size} into micro-batches divisible by "
                          f"the {mesh.devices.size} devices")
     return Setup(data, parts, mesh, tx, schedule, parts.steps_per_epoch, total_steps,
-                 aux_loss_weight=float(config.model.aux_loss_weight), grad_accum_steps=accum)
+                 aux_loss_weight=float(config.model.aux_loss_weight), grad_accum_steps=accum,
+                 bn_groups=bn_groups(config, mesh))
+
+
+def bn_groups(config: ml_collections.ConfigDict, mesh) -> int:
+    """How many groups of rows get their own BatchNorm statistics: 1 for 'global' (statistics of the
+    whole global batch, what SyncBN computes), one per device for 'per_device' (what pmap code without an
+    axis_name computes; results then depend on the device count)."""
+    mode = config.mesh.get("batch_norm", "global")
+    if mode not in ("global", "per_device"):
+        raise ValueError(f"config.mesh.batch_norm={mode!r} is not one of ('global', 'per_device')")
+    return mesh.devices.size if mode == "per_device" else 1
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,14 +182,29 @@ def make_train_step(s: Setup):
     the same update as the whole batch at 1/k of the activation memory. BatchNorm then normalises with
     each micro-batch's statistics and updates its running ones k times (as in PyTorch accumulation);
     with frozen statistics (`config.transfer.bn='frozen'`) the result equals the large batch exactly.
+    `config.mesh.batch_norm='per_device'` normalises each device's rows with their own statistics.
     """
-    k = s.grad_accum_steps
+    k, g = s.grad_accum_steps, s.bn_groups
 
-    def loss_fn(params, batch_stats, batch, rng):
-        logits, updates = s.model.apply(
-            {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+    def forward(params, batch_stats, images, rng):
+        return s.model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True,
             mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
             capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
+
+    def grouped_forward(params, batch_stats, images, rng):
+        """Per-device BatchNorm: each device's rows form a group normalised by its own statistics; the
+        running statistics are averaged over groups (as pmap code averages them across devices)."""
+        rows = images.reshape(g, images.shape[0] // g, *images.shape[1:])
+        rows = jax.lax.with_sharding_constraint(rows, parallel.batch_sharded(s.mesh))
+        logits, updates = jax.vmap(forward, in_axes=(None, None, 0, 0))(
+            params, batch_stats, rows, jax.random.split(rng, g))
+        merge = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        return merge(logits), {"batch_stats": jax.tree_util.tree_map(lambda x: x.mean(0), updates["batch_stats"]),
+                               "intermediates": jax.tree_util.tree_map(merge, updates.get("intermediates", {}))}
+
+    def loss_fn(params, batch_stats, batch, rng):
+        logits, updates = (forward if g == 1 else grouped_forward)(params, batch_stats, batch["image"], rng)
         loss = s.task.batch_loss(logits, batch).mean()
         if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
             aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
