@@ -97,6 +97,13 @@ def load_segmentation_folders(config) -> DataBundle:
     return segmentation_folders.load_segmentation(config)
 
 
+def load_custom(config) -> DataBundle:
+    """A dataset built by `python -m launch.prepare_data`: config.subset = its --name, data_dir = its
+    --data_dir; see medtl_jax.data.custom_dataset."""
+    from medtl_jax.data import custom_dataset
+    return custom_dataset.load_custom(config)
+
+
 DATASETS: dict[str, Callable[[Any], DataBundle]] = {
     "medmnist": load_medmnist,
     "synthetic": load_synthetic,
@@ -104,6 +111,7 @@ DATASETS: dict[str, Callable[[Any], DataBundle]] = {
     "chase_db1": load_segmentation_folders,
     "isbi2012": load_segmentation_folders,
     "seg_folders": load_segmentation_folders,
+    "custom": load_custom,
 }
 
 
