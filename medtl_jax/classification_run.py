@@ -24,6 +24,7 @@ from medtl_jax import evaluate
 from medtl_jax.atomic_io import write_bytes_atomic
 from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
 from medtl_jax.data.sampling import balanced_indices
+from medtl_jax.data.sites import values_by_index
 from medtl_jax.model_input import backbone_kwargs, check_in_channels, input_normalization
 from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.tasks import make_task
@@ -67,13 +68,11 @@ def make_classification_task(config, info, labels: np.ndarray):
     return make_task(info.task, info.num_classes, info.label_names, head=head, loss_fn=loss_fn)
 
 
-def classification_parts(config, data, mesh) -> RunParts:
-    """Task, model, epochs and evaluator of a classification run."""
-    info = data.info
+def classification_model(config, info, task) -> tuple[Any, Preprocess]:
+    """The classifier and its deterministic preprocessing for `config` on data described by `info`
+    (reads no data, so `medtl_jax.prediction_model` rebuilds a finished run's model with it)."""
     spec = get_spec(config.model.name)
     check_in_channels(config.model.name, config.model.in_channels, info.channels)
-    labels = train_labels(data.sources["train"])
-    task = make_classification_task(config, info, labels)
     dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
     aux_outputs = task.num_outputs if config.model.aux_loss_weight > 0 else 0
     model = build_classifier(config.model.name, task.num_outputs, stem=config.model.stem, dtype=dtype,
@@ -84,6 +83,16 @@ def classification_parts(config, data, mesh) -> RunParts:
     mean, std = input_normalization(spec, config.model.name, config.model.in_channels)
     preprocess = Preprocess(input_size=config.data.input_size or spec.default_input_size, mean=mean, std=std,
                             resize_method=config.data.resize_method)
+    return model, preprocess
+
+
+def classification_parts(config, data, mesh) -> RunParts:
+    """Task, model, epochs and evaluator of a classification run."""
+    info = data.info
+    check_in_channels(config.model.name, config.model.in_channels, info.channels)
+    labels = train_labels(data.sources["train"])
+    task = make_classification_task(config, info, labels)
+    model, preprocess = classification_model(config, info, task)
     a = config.augment
     augment = (Augment(flip=a.flip, rotate_degrees=a.rotate_degrees, crop_scale=a.crop_scale,
                        brightness=a.brightness, contrast=a.contrast) if a.enabled else None)
@@ -110,7 +119,8 @@ def classification_parts(config, data, mesh) -> RunParts:
 
 
 class ClassificationEvaluator:
-    """Scores splits with one compiled eval step; writes predictions_{val,test}.npz at the end."""
+    """Scores splits with one compiled eval step; writes predictions_{val,test}.npz at the end (index, labels,
+    scores, and one array per `DataInfo.attributes` key, e.g. 'site', aligned with index)."""
 
     def __init__(self, config, task, model, data, preprocess: Preprocess, mesh):
         self.config, self.task, self.data, self.preprocess, self.mesh = config, task, data, preprocess, mesh
@@ -135,13 +145,16 @@ class ClassificationEvaluator:
             results[name] = self.task.evaluate(preds.labels, preds.scores, threshold=c.eval.threshold,
                                                youden_threshold=youden, bootstrap_samples=c.eval.bootstrap_samples,
                                                seed=c.seed)
-            _write_predictions(workdir / f"predictions_{name}.npz", preds)
+            split = "validation" if name == "val" else "test"  # per-example attributes (e.g. 'site') too
+            attributes = {key: values_by_index(self.data.sources[split], key, preds.index)
+                          for key in self.data.info.attributes}
+            _write_predictions(workdir / f"predictions_{name}.npz", preds, attributes)
         return results
 
 
-def _write_predictions(path: pathlib.Path, preds: evaluate.Predictions) -> None:
+def _write_predictions(path: pathlib.Path, preds: evaluate.Predictions, attributes: dict | None = None) -> None:
     if jax.process_index() != 0:
         return
     buf = io.BytesIO()
-    np.savez(buf, index=preds.index, labels=preds.labels, scores=preds.scores)
+    np.savez(buf, index=preds.index, labels=preds.labels, scores=preds.scores, **(attributes or {}))
     write_bytes_atomic(path, buf.getvalue())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import pathlib
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,17 +46,23 @@ class SegmentationBatchTask:
         return self.task.loss(logits, batch["mask"], batch["valid"])
 
 
-def segmentation_parts(config, data, mesh) -> RunParts:
-    """Task, model, patch epochs and sliding-window evaluator of a segmentation run."""
-    seg, info = config.segmentation, data.info
+def segmentation_model(config, info) -> tuple[SegmentationTask, Any, SegPreprocess]:
+    """Task, segmenter and preprocessing for `config` on data described by `info` (reads no data, so
+    `medtl_jax.prediction_model` rebuilds a finished run's model with it)."""
     if config.model.in_channels != 3:
         raise ValueError("config.model.in_channels must be 3 for segmentation (images are read as RGB)")
     task = SegmentationTask(info.num_classes, loss=config.loss.segmentation, focal_gamma=config.loss.focal_gamma)
     dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-    model = build_segmenter(config.model.name, task.num_outputs, decoder=seg.decoder, dtype=dtype,
+    model = build_segmenter(config.model.name, task.num_outputs, decoder=config.segmentation.decoder, dtype=dtype,
                             backbone_bn=effective_bn_mode(config.transfer))
     mean, std = input_normalization(get_spec(config.model.name), config.model.name, 3)
-    preprocess = SegPreprocess(mean=mean, std=std, scale=seg.scale)
+    return task, model, SegPreprocess(mean=mean, std=std, scale=config.segmentation.scale)
+
+
+def segmentation_parts(config, data, mesh) -> RunParts:
+    """Task, model, patch epochs and sliding-window evaluator of a segmentation run."""
+    seg, info = config.segmentation, data.info
+    task, model, preprocess = segmentation_model(config, info)
     a = config.augment
     augment = (SegAugment(flip=a.flip, rot90=a.flip, rotate_degrees=a.rotate_degrees, brightness=a.brightness,
                           contrast=a.contrast) if a.enabled else None)
