@@ -16,12 +16,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"           # 'synthetic' | 'medmnist' | 'drive' | 'chase_db1' | 'isbi2012' | 'seg_folders'
     c.data.subset = "default"           # medmnist subset (e.g. 'pneumoniamnist') or synthetic variant
+    # 'custom': your own images built by `python -m launch.prepare_data --name NAME` (subset = NAME)
     c.data.source_size = 28             # stored image size to read (MedMNIST: 28, 64, 128, 224)
     c.data.input_size = 0               # model input size after resizing; 0 = the model's default
     c.data.resize_method = "bilinear"   # 'bilinear' | 'nearest' (the MedMNIST "(224)" rows use nearest)
     c.data.manual_dir = config_dict.placeholder(str)  # folder with <subset>.npz ($MEDTL_MEDMNIST_DIR)
     c.data.data_dir = config_dict.placeholder(str)    # TFDS folder ($MEDTL_DATA_DIR, ~/.cache/medtl_jax/tfds)
     c.data.val_count = -1               # segmentation folders: training images held out for validation; -1 = default
+    # Training subsets (medtl_jax/data/training_subset.py): sites first, then a nested stratified fraction.
+    c.data.train_fraction = 1.0         # share of training examples (images for segmentation) used, per class
+    c.data.fraction_seed = 0            # which subset; independent of c.seed, so seeds vary training only
+    c.data.train_sites = ()             # site names or ids for training AND validation; () = all; test stays whole
 
     c.augment = ml_collections.ConfigDict()
     c.augment.enabled = True

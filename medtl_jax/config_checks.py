@@ -55,6 +55,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("data.resize_method", config.data.resize_method, ("bilinear", "nearest"))
     _choice("model.name", config.model.name, MODELS)
     _choice("model.stem", config.model.stem, STEMS)
+    if config.model.stem not in MODELS[config.model.name].stems:
+        raise ValueError(f"config.model.stem={config.model.stem!r} is not available for "
+                         f"config.model.name={config.model.name!r}; it has {MODELS[config.model.name].stems}")
     _choice("model.dtype", config.model.dtype, DTYPES)
     _choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     _choice("schedule.name", config.schedule.name, SCHEDULES)

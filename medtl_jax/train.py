@@ -31,6 +31,7 @@ from medtl_jax.atomic_io import write_json_atomic
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.config_checks import validate_config
 from medtl_jax.data import load_data
+from medtl_jax.data.training_subset import select_training_data
 from medtl_jax.metric_log import MetricLog
 from medtl_jax.classification_run import RunParts, classification_parts
 from medtl_jax.model_input import fold_pretrained
@@ -92,7 +93,7 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     """Validates the config and builds the data, task, model, epochs, evaluator, mesh and optimizer."""
     validate_config(config)
     validate_transfer(config.transfer, config.model.name, _init_kind(config.model.init))
-    data = load_data(config.data)
+    data = select_training_data(config.data, load_data(config.data))  # train_sites, train_fraction
     mesh = parallel.make_mesh(config.mesh.num_devices)
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
@@ -100,7 +101,7 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     parts = make_parts(config, data, mesh)
     if parts.steps_per_epoch == 0:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
-                         f"{data.info.splits['train']} training examples")
+                         f"{len(data.sources['train'])} training examples used")
     total_steps = parts.steps_per_epoch * config.train.epochs
     tx, schedule = make_optimizer(config, parts.steps_per_epoch, total_steps)
     rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
@@ -330,7 +331,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     results: dict[str, Any] = s.parts.evaluator.final(best_state, workdir)
     results["selection"] = {"metric": s.parts.select_metric, "best_epoch": best_record["best_epoch"],
                             "best_step": best_record.get("best_step"), "val_score": best_record["best_score"]}
-    results["data"] = dataclasses.asdict(s.data.info)
+    results["data"] = {**dataclasses.asdict(s.data.info), "train_examples_used": len(s.data.sources["train"]),
+                       "validation_examples_used": len(s.data.sources["validation"])}
     results["timing"] = {"train_seconds": round(record["train_seconds"], 1),
                          "total_seconds_this_invocation": round(time.time() - t_start, 1),
                          "steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch}
