@@ -2,12 +2,12 @@
 
 import numpy as np
 import jax
-import PIL.Image
 import pytest
 
 from medtl_jax import parallel, train
 from medtl_jax.cross_evaluate import evaluate_on
 from medtl_jax.models.stages import stage_of
+from tests.segmentation_folders_fixture import write_seg_folder
 from tests.test_train import _first_batches, tiny_config
 
 
@@ -76,22 +76,8 @@ def test_freeze_stages_with_layer_decay_and_frozen_bn(data_dir):
         assert np.array_equal(leaf, flat_b[path]) == frozen, names
 
 
-def _write_seg_folder(root, n_train=6, n_val=2, size=40):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("validation", n_val), ("test", n_val)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(n):
-            mask = np.zeros((size, size), np.uint8)
-            y, x = rng.integers(8, size - 8, 2)
-            mask[y - 6:y + 6, x - 6:x + 6] = 1
-            image = (rng.normal(60, 10, (size, size)) + 120 * mask).clip(0, 255).astype(np.uint8)
-            PIL.Image.fromarray(image).save(root / split / "images" / f"im{i}.png")
-            PIL.Image.fromarray(mask * 255).save(root / split / "masks" / f"im{i}.png")
-
-
 def test_segmentation_run_end_to_end(tmp_path):
-    _write_seg_folder(tmp_path / "seg")
+    write_seg_folder(tmp_path / "seg")
     c = tiny_config(str(tmp_path / "tfds"), **{"data.name": "seg_folders", "data.manual_dir": str(tmp_path / "seg"),
                                                "model.stem": "imagenet", "model.name": "resnet18",
                                                "optimizer.name": "adam", "optimizer.lr": 3e-3,

@@ -1,1 +1,2 @@
-"""Human-readable reports: one run's report.md now; sweep tables and plots later."""
+"""Human-readable reports: one run's report.md (run_report) and a sweep folder's study report
+(study_report, `python -m launch.report DIR`)."""
