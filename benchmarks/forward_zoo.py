@@ -10,7 +10,6 @@ call; each timing is the median of `--repeats` calls. Needs the `port` extra (to
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medtl_jax.models import MODELS, build_classifier
+from timing import median_seconds
 
 MIN_SIZE = {"inception_v3": 75}
 
@@ -35,16 +35,6 @@ def torch_reference(name: str):
     return None
 
 
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def flax_forward(name: str, size: int, batch: int, repeats: int) -> tuple[int, float, float]:
     """(parameter count, img/s, compile seconds) of the jit-compiled eval forward pass."""
     model = build_classifier(name, 1000)
@@ -55,7 +45,7 @@ def flax_forward(name: str, size: int, batch: int, repeats: int) -> tuple[int, f
     t = time.perf_counter()
     jax.block_until_ready(apply(variables, x))
     compile_s = time.perf_counter() - t
-    seconds = _median_seconds(lambda: jax.block_until_ready(apply(variables, x)), repeats)
+    seconds = median_seconds(lambda: jax.block_until_ready(apply(variables, x)), repeats, warmup=1)
     return n_params, batch / seconds, compile_s
 
 
@@ -68,7 +58,7 @@ def torch_forward(name: str, size: int, batch: int, repeats: int) -> float | Non
     model.eval()
     x = torch.randn(batch, 3, size, size)
     with torch.no_grad():
-        return batch / _median_seconds(lambda: model(x), repeats)
+        return batch / median_seconds(lambda: model(x), repeats, warmup=1)
 
 
 def main() -> None:

@@ -9,33 +9,23 @@ on the same random batch of `--batch` images with 2 classes, after warm-up; each
 `--repeats` steps. The Flax side is `medtl_jax.train.make_train_step` itself (one jit-compiled,
 donated step over a 1-device mesh), so what is measured is what a run gets; its compile time is printed.
 The input pipeline (grain, the synthetic 'default' dataset resized to the case's size) is timed on its own,
-so it can be compared with the step rates. Needs the `port` extra (torch, torchvision, timm).
+so it can be compared with the step rates. `--plain_xla` measures the baseline without the fast convolution
+paths (before/after). Needs the `port` extra (torch, torchvision, timm).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from timing import median_seconds
 
 DEFAULT_CASES = "resnet18@64,resnet18@128,resnet50@64,resnet50@128,efficientnet_lite0@64,efficientnet_lite0@224," \
                 "resnet18_cifar@28"
-
-
-def _median(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _parse(case: str) -> tuple[str, str, int]:
@@ -78,7 +68,22 @@ def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: 
         holder["state"], metrics = step(holder["state"], batch_dev)
         jax.block_until_ready(metrics["loss"])
 
-    return batch / _median(run, repeats), compile_s
+    return batch / median_seconds(run, repeats), compile_s
+
+
+def use_plain_xla_convolutions() -> None:
+    """The 'before' baseline: every convolution through `lax.conv_general_dilated` (no im2col path for
+    small maps, depthwise as a grouped convolution), as a plain Flax model would run."""
+    from jax import lax
+    from medtl_jax.models import conv, depthwise
+
+    def grouped(x, kernel, stride, padding):
+        return lax.conv_general_dilated(x, kernel, (stride, stride), padding, feature_group_count=x.shape[-1],
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    conv.uses_im2col = lambda *args: False
+    depthwise.depthwise_conv_same = lambda x, kernel, stride: grouped(x, kernel, stride, "SAME")
+    depthwise.depthwise_conv_padded = lambda x, kernel, stride, pad: grouped(x, kernel, stride, ((pad, pad),) * 2)
 
 
 def torch_model(name: str, stem: str):
@@ -108,7 +113,7 @@ def torch_step(name: str, stem: str, size: int, batch: int, repeats: int) -> flo
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    return batch / _median(run, repeats)
+    return batch / median_seconds(run, repeats)
 
 
 def pipeline_rate(size: int, batch: int, steps: int = 20) -> float:
@@ -134,7 +139,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no_torch", action="store_true")
+    parser.add_argument("--plain_xla", action="store_true",
+                        help="baseline: no fast convolution paths (see use_plain_xla_convolutions)")
     args = parser.parse_args()
+    if args.plain_xla:
+        use_plain_xla_convolutions()
     import torch
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), batch {args.batch}, median of {args.repeats} steps")

@@ -84,14 +84,6 @@ def test_global_statistics_need_cross_device_reductions_per_device_do_not(data_d
     assert counts["per_device"] < counts["global"], counts
 
 
-def test_per_device_on_one_device_is_global(data_dir):
-    _, _, _, one, loss_one, _ = _one_step(_config(data_dir, "per_device", num_devices=1))
-    _, _, _, glob, loss_glob, _ = _one_step(_config(data_dir, "global", num_devices=1))
-    assert loss_one == loss_glob
-    for a, b in zip(jax.tree_util.tree_leaves(one.params), jax.tree_util.tree_leaves(glob.params)):
-        np.testing.assert_array_equal(a, b)
-
-
 def test_unknown_batch_norm_mode_names_the_field(data_dir):
     with pytest.raises(ValueError, match=r"config.mesh.batch_norm='per_host'"):
         train.make_setup(_config(data_dir, "per_host"))
