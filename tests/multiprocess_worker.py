@@ -20,7 +20,8 @@ import numpy as np
 
 
 def tiny_config(data_dir: str, **overrides):
-    """tests/test_train.py's tiny recipe: synthetic 'tiny' data, ResNet-18 CIFAR stem at 32 px, SGD."""
+    """The trainer tests' tiny recipe (shared with tests/test_train.py, defined here because this script must
+    import nothing that starts JAX): synthetic 'tiny' data, ResNet-18 CIFAR stem at 32 px, SGD."""
     from configs.base import base_config
     c = base_config()
     c.data.name, c.data.subset, c.data.data_dir, c.data.input_size = "synthetic", "tiny", data_dir, 32

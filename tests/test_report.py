@@ -391,7 +391,7 @@ def test_reliability_bins_equal_a_hand_count():
 def test_gradcam_on_a_tiny_trained_run(tmp_path):
     """One real run (1 epoch, tiny synthetic 32 px): the report rebuilds it and draws Grad-CAM overlays."""
     from medtl_jax import train
-    from test_train import tiny_config
+    from tests.test_train import tiny_config
     config = tiny_config(str(tmp_path / "tfds"), **{"train.epochs": 1})
     train.train_and_evaluate(config, tmp_path / "sweep" / "run0")
     written = build_report(tmp_path / "sweep", options=ReportOptions(bootstrap=50, gradcam=2))

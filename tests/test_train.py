@@ -9,28 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.base import base_config
 from medtl_jax import parallel, train
 from medtl_jax.models import build_classifier
+from tests.multiprocess_worker import tiny_config  # the shared tiny recipe (import-light for the worker)
 
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
-
-
-def tiny_config(data_dir, **overrides):
-    c = base_config()
-    c.data.name, c.data.subset, c.data.data_dir, c.data.input_size = "synthetic", "tiny", data_dir, 32
-    c.model.name, c.model.init, c.model.stem = "resnet18", "scratch", "cifar"
-    c.optimizer.name, c.optimizer.lr, c.optimizer.weight_decay = "sgd", 0.05, 0.0
-    c.schedule.name, c.schedule.warmup_epochs = "constant", 0.0
-    c.train.epochs, c.train.batch_size, c.train.eval_batch_size, c.train.log_every_steps = 2, 16, 32, 4
-    c.eval.bootstrap_samples = 50
-    for key, value in overrides.items():
-        group, name = key.split(".")
-        c[group][name] = value
-    return c
 
 
 def _first_batches(config, s, n):

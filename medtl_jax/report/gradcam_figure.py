@@ -52,36 +52,25 @@ def _choose_indices(source, n: int, binary: bool) -> list[int]:
 
 def explain_run(run_path: pathlib.Path, n: int, indices: list[int] | None = None):
     """(test positions, display images uint8, overlays uint8 RGB, captions) of a run's best checkpoint."""
-    import jax
-
-    from medtl_jax import train
-    from medtl_jax.checkpoint import RunCheckpoints
     from medtl_jax.cross_evaluate import run_config
+    from medtl_jax.data import load_data
     from medtl_jax.data.pipeline import Transform, collate
     from medtl_jax.gradcam import gradcam, overlay
+    from medtl_jax.prediction_model import load_run
 
-    config = run_config(run_path)
-    config.model.init = "scratch"  # the weights come from the checkpoint
-    config.transfer.transfusion_stages = 0
-    config.mesh.num_devices = 1  # Grad-CAM runs unsharded; any machine can rebuild the run
-    s = train.make_setup(config)
-    state = train.create_state(config, s)
-    restored = RunCheckpoints(run_path).restore("best", state)
-    if restored is None:
-        raise FileNotFoundError(f"no best checkpoint in {run_path / 'checkpoints' / 'best'}")
-    state = jax.device_get(restored[0])
-    source = s.data.sources["test"]
-    binary = s.data.info.task == "binary"
+    data = load_data(run_config(run_path).data)  # the test images
+    run = load_run(run_path, "best", num_devices=1)  # Grad-CAM runs unsharded; any machine can rebuild it
+    source = data.sources["test"]
+    binary = run.info.task == "binary"
     indices = indices if indices is not None else _choose_indices(source, n, binary)
     records = [source[i] for i in indices]
-    transform = Transform(s.parts.evaluator.preprocess)
+    transform = Transform(run.preprocess)
     images = collate([transform(r) for r in records])["image"]
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    cams = gradcam(s.model, variables, images, class_index=None)
+    cams = gradcam(run.model, run.host_variables(), images, class_index=None)
     shown = [transform.geometry(np.asarray(r["image"]), None) for r in records]
     overlays = [overlay(img, cam) for img, cam in zip(shown, cams)]
-    names = s.data.info.label_names
-    multilabel = s.data.info.task == "multilabel"
+    names = run.info.label_names
+    multilabel = run.info.task == "multilabel"
     captions = [f"#{i}" if multilabel else f"#{i} {names[int(np.asarray(r['label']))]}"
                 for i, r in zip(indices, records)]
     return indices, shown, overlays, captions
