@@ -78,9 +78,13 @@ def default_layer(model, variables, image_shape: tuple[int, ...]) -> str:
     shape = tuple(image_shape) if len(image_shape) == 4 else (1, *image_shape)
     _, features = jax.eval_shape(functools.partial(_backbone_features, model),
                                  variables, jax.ShapeDtypeStruct(shape, jnp.float32))
-    maps = spatial_features(features)
-    spatial = [name for name, a in maps if min(a.shape[1:3]) >= 2]
-    return spatial[-1] if spatial else maps[-1][0]
+    return _deepest_with_extent(dict(spatial_features(features)))
+
+
+def _deepest_with_extent(maps: dict) -> str:
+    """The deepest of the (name -> map) feature maps that is at least 2x2, else the deepest."""
+    spatial = [name for name, a in maps.items() if min(a.shape[1:3]) >= 2]
+    return spatial[-1] if spatial else list(maps)[-1]
 
 
 def _abstract(tree):
@@ -162,7 +166,7 @@ def gradcam_details(model, variables, images, class_index: int | np.ndarray | No
 
     class_index: the logit to explain, one int or one per image; None explains each image's top logit
       (the only logit of a binary model, i.e. its positive class).
-    layer: a key of the backbone's feature dict ('stage3', ...); None = the deepest spatial map.
+    layer: a key of the backbone's feature dict ('stage3', ...); None = `default_layer`'s choice.
     score_fn: instead of a logit, explain score_fn(logits) -> [N] (e.g. the sum of CORAL's cumulative
       logits, which grows with the predicted grade); must be hashable (a module-level function).
     """
@@ -173,7 +177,7 @@ def gradcam_details(model, variables, images, class_index: int | np.ndarray | No
     _, features = jax.eval_shape(functools.partial(_backbone_features, model), variables,
                                  jax.ShapeDtypeStruct(images.shape, images.dtype))
     maps = dict(spatial_features(features))
-    layer = layer or list(maps)[-1]
+    layer = layer or _deepest_with_extent(maps)
     if layer not in maps:
         raise ValueError(f"layer={layer!r} is not a spatial feature map of {type(model.backbone).__name__}; "
                          f"available: {', '.join(maps)}")

@@ -129,6 +129,8 @@ def test_default_layer_is_the_deepest_map_with_spatial_extent():
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False))
     assert G.default_layer(model, variables, (1, 32, 32, 3)) == "stage3"
     assert G.default_layer(model, variables, (1, 64, 64, 3)) == "stage4"
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    assert G.gradcam_details(model, variables, jnp.ones((1, 32, 32, 3)), layer=None).layer == "stage3"
 
 
 @pytest.mark.slow
