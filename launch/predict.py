@@ -10,13 +10,15 @@ columns, e.g. patient_id, are copied to the output). The run's own config.json a
 model and its preprocessing; the training data are not needed. Unreadable files are listed in
 <out stem>.unreadable.csv. Grad-CAM overlays go to --gradcam_dir (default <out stem>_gradcam/); masks of a
 segmentation run to <out stem>_masks/.
+
+Bad inputs (a missing file, a folder without images, an --out that cannot be written, checked before the
+model loads) end with one `error: ...` line and exit code 2; --debug or MEDTL_DEBUG=1 shows the traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import pathlib
-import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -32,6 +34,7 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which
 _DICOM_WINDOW = flags.DEFINE_string("dicom_window", None,
                                     "DICOM window preset (lung, mediastinum, soft_tissue, bone, brain); "
                                     "default: the file's own VOI window.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of input errors too (or set MEDTL_DEBUG=1).")
 flags.mark_flags_as_required(["workdir", "input", "out"])
 
 
@@ -39,24 +42,27 @@ def main(argv: list[str]) -> None:
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
+    from medtl_jax.cli_errors import user_errors
+    with user_errors(_DEBUG.value):
+        print(_predict().line())
+
+
+def _predict():
+    """Inputs listed and --out checked first (no model loaded yet), then the run restored and applied."""
     from medtl_jax.data.image_files import DicomOptions
-    from medtl_jax.prediction import predict_inputs
+    from medtl_jax.prediction import check_writable, predict_inputs
     from medtl_jax.prediction_inputs import list_inputs
     from medtl_jax.prediction_model import load_run
 
     out = pathlib.Path(_OUT.value)
-    try:
-        dicom = DicomOptions(window=_DICOM_WINDOW.value) if _DICOM_WINDOW.value else None
-        run = load_run(_WORKDIR.value, _CHECKPOINT.value)
-        inputs = list_inputs(_INPUT.value)
-        gradcam_dir = None
-        if _GRADCAM.value or _GRADCAM_DIR.value:
-            gradcam_dir = pathlib.Path(_GRADCAM_DIR.value) if _GRADCAM_DIR.value else out.with_name(
-                f"{out.stem}_gradcam")
-        summary = predict_inputs(run, inputs, out, batch_size=_BATCH.value, gradcam_dir=gradcam_dir, dicom=dicom)
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
-    print(summary.line())
+    dicom = DicomOptions(window=_DICOM_WINDOW.value) if _DICOM_WINDOW.value else None
+    inputs = list_inputs(_INPUT.value)
+    check_writable(out)
+    gradcam_dir = None
+    if _GRADCAM.value or _GRADCAM_DIR.value:
+        gradcam_dir = pathlib.Path(_GRADCAM_DIR.value) if _GRADCAM_DIR.value else out.with_name(f"{out.stem}_gradcam")
+    run = load_run(_WORKDIR.value, _CHECKPOINT.value)
+    return predict_inputs(run, inputs, out, batch_size=_BATCH.value, gradcam_dir=gradcam_dir, dicom=dicom)
 
 
 if __name__ == "__main__":

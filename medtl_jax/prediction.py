@@ -15,14 +15,17 @@ file does not exist (an old one is removed).
 from __future__ import annotations
 
 import copy
+import csv
 import dataclasses
 import io
+import math
+import os
 import pathlib
+import tempfile
 import types
 
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import PIL.Image
 
 from medtl_jax import evaluate, gradcam
@@ -63,6 +66,45 @@ class PredictionSummary:
 def unreadable_path(out: pathlib.Path) -> pathlib.Path:
     """Where the unreadable inputs of `out` are listed: preds.csv -> preds.unreadable.csv."""
     return out.with_name(f"{out.stem}.unreadable.csv")
+
+
+def _nearest_existing(path: pathlib.Path) -> pathlib.Path:
+    """`path` itself or its closest ancestor that exists."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def check_writable(path: str | pathlib.Path, *, folder: bool = False) -> None:
+    """Fails now, naming `path`, where writing it later would fail: creates its missing parent folders
+    (`folder`: the folder itself), then a temp file there (removed). IsADirectoryError for a file path
+    that is a folder, NotADirectoryError where a file stands in the way, PermissionError otherwise."""
+    path = pathlib.Path(path)
+    target = path if folder else path.parent
+    if not folder and path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder (give a file, e.g. {path / 'preds.csv'})")
+    blocker = _nearest_existing(target)
+    if not blocker.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {blocker} is a file, not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target, prefix=".write_check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """`rows` as CSV text with a header of `columns` (missing values and NaN as '', floats in full)."""
+    def cell(value):
+        if isinstance(value, (float, np.floating)):
+            return "" if math.isnan(value) else repr(float(value))
+        return "" if value is None else value
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([cell(row.get(c)) for c in columns] for row in rows)
+    return buf.getvalue()
 
 
 def class_names(info) -> list[str]:
@@ -183,13 +225,17 @@ def predict_inputs(run: RestoredRun, inputs: PredictionInputs, out: str | pathli
 
     batch_size is rounded up to a multiple of the device count. gradcam_dir (classification only): write
     one Grad-CAM overlay per image there, at the image's own size, explaining the predicted class
-    (binary: the positive class).
+    (binary: the positive class). Where `out` (or gradcam_dir) cannot be written this fails before any
+    inference (`check_writable`).
     """
     out = pathlib.Path(out)
     n_dev = run.mesh.devices.size
     batch = -(-max(1, int(batch_size)) // n_dev) * n_dev
     if run.segmentation and gradcam_dir is not None:
         raise ValueError("Grad-CAM explains classifiers; this run segments images (its masks are the output)")
+    check_writable(out)
+    if gradcam_dir is not None:
+        check_writable(gradcam_dir, folder=True)
     if run.segmentation:
         extra_dir = out.with_name(f"{out.stem}_masks")
         worker = _Segmenter(run, batch, extra_dir)
@@ -205,10 +251,10 @@ def predict_inputs(run: RestoredRun, inputs: PredictionInputs, out: str | pathli
             for item, row in zip(items, worker.rows(items, images)):
                 rows.append({"path": item.path, **item.columns, **row})
     columns = ["path", *inputs.id_columns, *[c for c in worker.columns if c not in inputs.id_columns]]
-    write_text_atomic(out, pd.DataFrame(rows, columns=columns).to_csv(index=False))
+    write_text_atomic(out, csv_text(rows, columns))
     bad_csv = unreadable_path(out)
     if unreadable:
-        write_text_atomic(bad_csv, pd.DataFrame(unreadable, columns=["path", "reason"]).to_csv(index=False))
+        write_text_atomic(bad_csv, csv_text(unreadable, ["path", "reason"]))
     elif bad_csv.exists():
         bad_csv.unlink()  # a list left by an earlier call would describe other inputs
     return PredictionSummary(out=out, predicted=len(rows), unreadable=len(unreadable), skipped=len(inputs.skipped),

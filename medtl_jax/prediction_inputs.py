@@ -9,11 +9,11 @@ gray -> RGB by repetition.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import pathlib
 
 import numpy as np
-import pandas as pd
 import PIL.Image
 
 from medtl_jax.data.image_files import DICOM_SUFFIXES, IMAGE_SUFFIXES, DicomOptions, is_dicom, read_image
@@ -63,23 +63,56 @@ def _is_image_file(path: pathlib.Path) -> bool:
     return suffix == "" and is_dicom(path)  # DICOM folders often hold files without a suffix
 
 
+def _no_images_message(folder: pathlib.Path, skipped: list[pathlib.Path], shown: int = 5) -> str:
+    """'no images found in <folder> (looked for ...)' plus the non-image files it holds, if any."""
+    suffixes = ", ".join(IMAGE_SUFFIXES + DICOM_SUFFIXES)
+    text = f"no images found in {folder} (looked for {suffixes} and suffixless DICOM files)"
+    if skipped:
+        names = ", ".join(str(p.relative_to(folder)) for p in skipped[:shown])
+        more = f" and {len(skipped) - shown} more" if len(skipped) > shown else ""
+        text += f"; skipped {len(skipped)} non-image files: {names}{more}"
+    return text
+
+
 def _from_folder(folder: pathlib.Path) -> PredictionInputs:
+    """Every image and DICOM file below `folder`; ValueError when there is none."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if _is_image_file(p)]
+    skipped = [p for p in files if not _is_image_file(p)]
+    if not images:
+        raise ValueError(_no_images_message(folder, skipped))
     names = _unique([_flat_name(p.relative_to(folder)) for p in images])
     items = [InputItem(file=p, path=str(p), name=n, columns={}) for p, n in zip(images, names)]
-    return PredictionInputs(items, [], [p for p in files if not _is_image_file(p)])
+    return PredictionInputs(items, [], skipped)
+
+
+def read_csv_table(csv_path: pathlib.Path) -> tuple[list[str], list[dict]]:
+    """(column names, rows as {column: text}) of a CSV: every value a string, empty cells '', blank lines
+    skipped. ValueError naming the file for an empty, undecodable or malformed one (an unclosed quote, a
+    row whose field count differs from the header's, repeated column names)."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:  # -sig: drops Excel's BOM
+            reader = csv.reader(f, strict=True)
+            lines = [(reader.line_num, row) for row in reader if row]
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the CSV {csv_path}: {e}") from e
+    if not lines:
+        raise ValueError(f"cannot read the CSV {csv_path}: the file is empty (no header row)")
+    header = lines[0][1]
+    if len(set(header)) != len(header):
+        raise ValueError(f"cannot read the CSV {csv_path}: repeated column names in its header {header}")
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise ValueError(f"cannot read the CSV {csv_path}: line {line} has {len(row)} fields, "
+                             f"the header has {len(header)}")
+    return header, [dict(zip(header, row)) for _, row in lines[1:]]
 
 
 def _from_csv(csv_path: pathlib.Path) -> PredictionInputs:
-    try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read the CSV {csv_path}: {e}") from e
-    if "path" not in table.columns:
-        raise ValueError(f"{csv_path} has no 'path' column (columns: {', '.join(map(str, table.columns))})")
-    id_columns = [c for c in table.columns if c != "path"]
-    rows = table.to_dict(orient="records")
+    columns, rows = read_csv_table(csv_path)
+    if "path" not in columns:
+        raise ValueError(f"{csv_path} has no 'path' column (columns: {', '.join(columns)})")
+    id_columns = [c for c in columns if c != "path"]
     files = [pathlib.Path(r["path"]) if pathlib.Path(r["path"]).is_absolute() else csv_path.parent / r["path"]
              for r in rows]
     names = _unique([_flat_name(pathlib.Path(r["path"])) for r in rows])
@@ -90,7 +123,10 @@ def _from_csv(csv_path: pathlib.Path) -> PredictionInputs:
 
 def list_inputs(path: str | pathlib.Path) -> PredictionInputs:
     """The images named by `path`: an image or DICOM file, a folder (recursive) or a .csv with a 'path'
-    column (relative paths resolved against the CSV's folder; the other columns are carried through)."""
+    column (relative paths resolved against the CSV's folder; the other columns are carried through).
+
+    FileNotFoundError when `path` does not exist; ValueError for a folder holding no image (naming the
+    files it skipped) or an unreadable CSV (`read_csv_table`)."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"input {path} not found")

@@ -1,9 +1,11 @@
 """launch.predict / medtl_jax.prediction: a trained run applied to image files, CSVs, folders and masks."""
 
+import csv
 import dataclasses
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import types
@@ -11,11 +13,10 @@ import types
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 import PIL.Image
 import pytest
 
-from medtl_jax import parallel, train
+from medtl_jax import evaluate, parallel, train
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.data import load_data
 from medtl_jax.data.registry import DataInfo
@@ -49,6 +50,24 @@ def loaded(tiny_run):
     return load_run(tiny_run[0])
 
 
+def _table(path) -> dict[str, list[str]]:
+    """A CSV as {column: values}, in column order; every value a string."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(reader)
+    return {name: [row[k] for row in rows] for k, name in enumerate(header)}
+
+
+def _floats(values) -> np.ndarray:
+    return np.asarray(values, np.float64)
+
+
+def _write_csv(path, columns, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([columns, *rows])
+
+
 def _run_scores(workdir):
     npz = np.load(workdir / "predictions_test.npz")
     return dict(zip(npz["index"].tolist(), npz["scores"]))
@@ -68,14 +87,14 @@ def test_folder_prediction_equals_the_runs_own_test_scores(tiny_run, loaded, tmp
     summary = predict_inputs(run, list_inputs(folder), tmp_path / "preds.csv", batch_size=24)
     assert (summary.predicted, summary.unreadable, summary.skipped) == (len(records), 0, 1)
     assert not unreadable_path(tmp_path / "preds.csv").exists() and summary.unreadable_csv is None
-    df = pd.read_csv(tmp_path / "preds.csv")
-    assert list(df.columns) == ["path", "p_normal", "p_lesion", "predicted"]
-    index = df["path"].str.extract(r"img_(\d+)\.png$")[0].astype(int)
+    df = _table(tmp_path / "preds.csv")
+    assert list(df) == ["path", "p_normal", "p_lesion", "predicted"]
+    index = [int(re.search(r"img_(\d+)\.png$", p).group(1)) for p in df["path"]]
     expected = np.array([_run_scores(workdir)[i] for i in index])
-    np.testing.assert_allclose(df["p_lesion"], expected, atol=1e-5, rtol=0)
-    np.testing.assert_allclose(df["p_normal"], 1 - expected, atol=1e-6)
-    assert (df["predicted"] == np.where(expected >= 0.5, "lesion", "normal")).all()
-    assert df["path"].str.contains("/sub/").sum() == len(records) // 2
+    np.testing.assert_allclose(_floats(df["p_lesion"]), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(_floats(df["p_normal"]), 1 - expected, atol=1e-6)
+    assert (np.asarray(df["predicted"]) == np.where(expected >= 0.5, "lesion", "normal")).all()
+    assert sum("/sub/" in p for p in df["path"]) == len(records) // 2
 
 
 def test_csv_keeps_id_columns_and_lists_unreadable_files(tiny_run, loaded, tmp_path):
@@ -86,24 +105,35 @@ def test_csv_keeps_id_columns_and_lists_unreadable_files(tiny_run, loaded, tmp_p
     (tmp_path / "scans" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     rows = [("scans/broken.png", "P9", "007")] + [(f"scans/{int(r['index'])}.png", f"P{k}", f"00{k}")
                                                    for k, r in enumerate(records[:3])] + [("scans/gone.png", "P8", "")]
-    pd.DataFrame(rows, columns=["path", "patient_id", "accession"]).to_csv(tmp_path / "cohort.csv", index=False)
+    _write_csv(tmp_path / "cohort.csv", ["path", "patient_id", "accession"], rows)
     out = tmp_path / "out" / "preds.csv"
     summary = predict_inputs(loaded, list_inputs(tmp_path / "cohort.csv"), out)
     assert (summary.predicted, summary.unreadable) == (3, 2)
-    df = pd.read_csv(out, dtype={"patient_id": str, "accession": str})
-    assert list(df.columns) == ["path", "patient_id", "accession", "p_normal", "p_lesion", "predicted"]
-    assert df["patient_id"].tolist() == ["P0", "P1", "P2"] and df["accession"].tolist() == ["000", "001", "002"]
+    df = _table(out)
+    assert list(df) == ["path", "patient_id", "accession", "p_normal", "p_lesion", "predicted"]
+    assert df["patient_id"] == ["P0", "P1", "P2"] and df["accession"] == ["000", "001", "002"]
     scores = _run_scores(workdir)
-    np.testing.assert_allclose(df["p_lesion"], [scores[int(r["index"])] for r in records[:3]], atol=1e-5)
-    bad = pd.read_csv(summary.unreadable_csv)
+    np.testing.assert_allclose(_floats(df["p_lesion"]), [scores[int(r["index"])] for r in records[:3]], atol=1e-5)
+    bad = _table(summary.unreadable_csv)
     assert summary.unreadable_csv == tmp_path / "out" / "preds.unreadable.csv"
-    assert bad["path"].tolist() == ["scans/broken.png", "scans/gone.png"]
-    assert bad["reason"].str.contains("corrupt|truncated|not a recognised").iloc[0]
-    assert bad["reason"].iloc[1] == "file not found"
+    assert bad["path"] == ["scans/broken.png", "scans/gone.png"]
+    assert re.search("corrupt|truncated|not a recognised", bad["reason"][0])
+    assert bad["reason"][1] == "file not found"
     # A second call with every file readable removes the stale list.
-    pd.DataFrame(rows[1:2], columns=["path", "patient_id", "accession"]).to_csv(tmp_path / "ok.csv", index=False)
+    _write_csv(tmp_path / "ok.csv", ["path", "patient_id", "accession"], rows[1:2])
     predict_inputs(loaded, list_inputs(tmp_path / "ok.csv"), out)
     assert not summary.unreadable_csv.exists()
+
+
+def test_unwritable_out_fails_before_any_inference(tiny_run, loaded, tmp_path, monkeypatch):
+    PIL.Image.fromarray(tiny_run[2][0]["image"][..., 0]).save(tmp_path / "a.png")
+    (tmp_path / "file.txt").write_text("x")
+    monkeypatch.setattr(evaluate, "predict", lambda *a, **k: pytest.fail("inference ran"))
+    with pytest.raises(NotADirectoryError, match=f"cannot write {tmp_path}/file.txt/p.csv: .*is a file"):
+        predict_inputs(loaded, list_inputs(tmp_path / "a.png"), tmp_path / "file.txt" / "p.csv")
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path}: it is a folder"):
+        predict_inputs(loaded, list_inputs(tmp_path / "a.png"), tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["a.png", "file.txt"]
 
 
 def test_dicom_folder_with_suffixless_files(loaded, tmp_path):
@@ -117,10 +147,10 @@ def test_dicom_folder_with_suffixless_files(loaded, tmp_path):
     PIL.Image.fromarray(read_image(source)[..., 0]).save(tmp_path / "png" / "ct.png")
     run = loaded
     summary = predict_inputs(run, list_inputs(tmp_path / "series"), tmp_path / "d.csv")
-    reference = pd.read_csv(predict_inputs(run, list_inputs(tmp_path / "png" / "ct.png"), tmp_path / "r.csv").out)
-    df = pd.read_csv(tmp_path / "d.csv")
+    reference = _table(predict_inputs(run, list_inputs(tmp_path / "png" / "ct.png"), tmp_path / "r.csv").out)
+    df = _table(tmp_path / "d.csv")
     assert summary.predicted == 2 and [pathlib.Path(p).name for p in df["path"]] == ["ct.dcm", "IM0001"]
-    np.testing.assert_allclose(df["p_lesion"], reference["p_lesion"][0], atol=1e-6)
+    np.testing.assert_allclose(_floats(df["p_lesion"]), float(reference["p_lesion"][0]), atol=1e-6)
 
 
 def _cli(*args):
@@ -138,8 +168,8 @@ def test_cli_gradcam_writes_one_overlay_per_image_at_its_size(tiny_run, tmp_path
     done = _cli("--workdir", str(workdir), "--input", str(folder), "--out", str(tmp_path / "p.csv"), "--gradcam")
     assert done.returncode == 0, done.stderr
     assert "predicted 2 images" in done.stdout and "0 unreadable" in done.stdout
-    df = pd.read_csv(tmp_path / "p.csv")
-    assert df["gradcam"].tolist() == [str(tmp_path / "p_gradcam" / "a_gradcam.png"),
+    df = _table(tmp_path / "p.csv")
+    assert df["gradcam"] == [str(tmp_path / "p_gradcam" / "a_gradcam.png"),
                                       str(tmp_path / "p_gradcam" / "b_gradcam.png")]
     sizes = [PIL.Image.open(p).size for p in df["gradcam"]]
     assert sizes == [(32, 32), (48, 40)] and sorted(os.listdir(tmp_path / "p_gradcam")) == ["a_gradcam.png",
@@ -161,7 +191,9 @@ def test_missing_run_parts_are_named(tiny_run, tmp_path):
     with pytest.raises(ValueError, match=f"{tmp_path / 'x.csv'} has no 'path' column \\(columns: file, id\\)"):
         (tmp_path / "x.csv").write_text("file,id\na.png,1\n")
         list_inputs(tmp_path / "x.csv")
-    done = _cli("--workdir", str(tmp_path / "empty"), "--input", str(tmp_path), "--out", str(tmp_path / "o.csv"))
+    PIL.Image.fromarray(np.zeros((32, 32), np.uint8)).save(tmp_path / "one.png")  # inputs are listed first
+    done = _cli("--workdir", str(tmp_path / "empty"), "--input", str(tmp_path / "one.png"), "--out",
+                str(tmp_path / "o.csv"))
     assert done.returncode != 0 and f"error: {tmp_path / 'empty' / 'config.json'} not found" in done.stderr
 
 
@@ -209,16 +241,17 @@ def test_segmentation_run_writes_one_mask_per_image(tmp_path):
     run = load_run(tmp_path / "run")
     assert run.segmentation
     summary = predict_inputs(run, list_inputs(tmp_path / "in"), tmp_path / "seg.csv", batch_size=8)
-    df = pd.read_csv(tmp_path / "seg.csv")
-    assert list(df.columns) == ["path", "mask", "foreground_fraction"] and summary.predicted == 2
-    assert df["mask"].tolist() == [str(tmp_path / "seg_masks" / "eye_mask.png"),
+    df = _table(tmp_path / "seg.csv")
+    assert list(df) == ["path", "mask", "foreground_fraction"] and summary.predicted == 2
+    assert df["mask"] == [str(tmp_path / "seg_masks" / "eye_mask.png"),
                                    str(tmp_path / "seg_masks" / "gray_mask.png")]
     # One 32-px window covers the 32-px image: the mask is the single forward pass thresholded at 0.5.
     mask = np.asarray(PIL.Image.open(df["mask"][0]))
     sure = np.abs(probs - 0.5) > 1e-5
     np.testing.assert_array_equal(mask[sure], np.where(probs >= 0.5, 255, 0)[sure])
-    assert 0.3 < df["foreground_fraction"][0] < 0.7
-    assert df["foreground_fraction"][0] == pytest.approx((mask > 0).mean())
+    fraction = float(df["foreground_fraction"][0])
+    assert 0.3 < fraction < 0.7
+    assert fraction == pytest.approx((mask > 0).mean())
     assert np.asarray(PIL.Image.open(df["mask"][1])).shape == (36, 40)
     with pytest.raises(ValueError, match="Grad-CAM explains classifiers"):
         predict_inputs(run, list_inputs(tmp_path / "in"), tmp_path / "x.csv", gradcam_dir=tmp_path / "g")

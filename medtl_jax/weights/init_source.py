@@ -41,17 +41,36 @@ def _read_msgpack(path: pathlib.Path) -> dict:
     return variables
 
 
+def store_entry(init: str, store: pathlib.Path) -> pathlib.Path:
+    """The weight-store file of a store name: `<store>/<init>.msgpack`, '.msgpack' not doubled (an
+    absolute or '~' path stays itself, with '.msgpack' added when it has none)."""
+    name = str(pathlib.Path(init).expanduser())
+    return store / (name if name.endswith(".msgpack") else f"{name}.msgpack")
+
+
+def _file_hint(path: pathlib.Path) -> str:
+    """' Did you mean ...?' with the closest files beside `path`, or ''."""
+    siblings = [p.name for p in path.parent.iterdir() if p.is_file()] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(path.name, siblings, n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(str(path.parent / c)) for c in close)}?" if close else ""
+
+
 def check_init(init: str, store_dir: str | None = None) -> None:
     """Fails early (before any JAX work) when `config.model.init` names nothing that exists: ValueError
-    with close matches and how to port weights into the store."""
-    if init in NAMED_INITS or pathlib.Path(init).expanduser().is_file():
+    with close matches and how to port weights into the store. An absolute or '~' path is looked for as
+    that file (or with '.msgpack' added); anything else also as a weight-store entry (`store_entry`)."""
+    path = pathlib.Path(init).expanduser()
+    if init in NAMED_INITS or path.is_file():
         return
     store = weights_dir(store_dir)
-    entry = store / f"{init}.msgpack"
+    entry = store_entry(init, store)
     if entry.is_file():
         return
+    if path.is_absolute():
+        raise ValueError(f"config.model.init: no such file {path}.{_file_hint(path)} Give an existing weights "
+                         f"file, a weight-store name (store: {store}) or one of {NAMED_INITS}.")
     entries = sorted(p.stem for p in store.glob("*.msgpack")) if store.is_dir() else []
-    close = difflib.get_close_matches(init, [*NAMED_INITS, *entries], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(init.removesuffix(".msgpack"), [*NAMED_INITS, *entries], n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
     raise ValueError(
         f"config.model.init={init!r} is not one of {NAMED_INITS}, not an existing file, and not in the "
@@ -76,4 +95,4 @@ def load_init_variables(init: str, model_name: str, *, weights_file: str | None 
         if path.suffix == ".msgpack":
             return _read_msgpack(path)
         return load_pretrained(model_name, weights_file=str(path), store_dir=store_dir)
-    return _read_msgpack(weights_dir(store_dir) / f"{init}.msgpack")
+    return _read_msgpack(store_entry(init, weights_dir(store_dir)))
