@@ -1,8 +1,9 @@
 r"""Bring your own data: an image folder, a CSV manifest or a DICOM folder -> a TFDS dataset.
 
   python -m launch.prepare_data --source PATH|CSV --name NAME [--format folder|dicom|csv]
-      [--data_dir DIR] [--on-error fail|skip] [--image_size N] [--window PRESET] [--frame K|expand]
-      [--bits 8|16] [--seed S] [--val_fraction 0.1 --test_fraction 0.2]
+      [--data_dir DIR] [--on-error fail|skip] [--on-conflict refuse|warn] [--image_size N]
+      [--window PRESET] [--frame K|expand] [--bits 8|16] [--seed S]
+      [--val_fraction 0.1 --test_fraction 0.2]
       [--path_column COL] [--label_columns A,B,C] [--path_root DIR] [--keep_ids] [--overwrite]
 
 Layouts: folder / dicom = root/<class>/**/<image> (the class is the sub-folder name; dicom keeps only
@@ -11,6 +12,10 @@ columns), optional patient_id, site, split, frame and metadata columns (medtl_ja
 DICOM: modality LUT, header VOI (or --window lung|mediastinum|soft_tissue|bone|brain; bone is C 400 /
 W 1800), MONOCHROME1 inverted, --frame K or 'expand' (one example per frame), colour to RGB.
 Splits: the CSV's split column, else grouped by patient and stratified by label (seeded).
+Refused unless --on-conflict=warn (leakage and label errors): a file listed twice (also via a
+symlink), a file with two labels, a patient in two of the CSV's splits, an empty class folder. With
+warn each is printed and listed in the summary: a repeat keeps its first row, a file with two labels
+is dropped, splits stay as given, an empty folder is no class. A refusal writes nothing.
 
 Output in <data_dir>/custom/<name>/1.0.0/: the TFDS files, splits.csv (patient ids replaced by a
 salted hash unless --keep_ids), summary.json, summary.md, thumbnails.png and, with --on-error=skip,
@@ -49,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
                                                     "~/.cache/medtl_jax/tfds)")
     p.add_argument("--on-error", "--on_error", dest="on_error", choices=("fail", "skip"),
                    default="fail", help="unreadable files: stop (default) or skip and list them")
+    p.add_argument("--on-conflict", "--on_conflict", dest="on_conflict", choices=("refuse", "warn"),
+                   default="refuse", help="files listed twice or with two labels, a patient in two "
+                   "given splits, empty class folders: stop (default) or warn, fix and list them")
     p.add_argument("--image_size", type=int, default=None,
                    help="resize every image to NxN (needed when sizes differ)")
     p.add_argument("--window", choices=sorted(WINDOW_PRESETS), default=None,

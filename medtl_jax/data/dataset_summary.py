@@ -3,7 +3,8 @@
 `SummaryCollector.observe` is called for every example as it is written (so nothing is read twice);
 `summary` turns what it saw into a JSON-able dict, `markdown` into a report and `thumbnail_grid` into
 a PNG with one labelled row per class (a few random images each). No patient id or DICOM header
-value is recorded: only counts.
+value is recorded: only counts (and, for input problems kept with --on-conflict=warn, the manifest
+rows and files concerned).
 """
 
 from __future__ import annotations
@@ -163,4 +164,10 @@ def markdown(summary: dict) -> str:
     out += [f"  - {s['path']}: {s['reason']}" for s in skipped[:50]]
     if len(skipped) > 50:
         out.append(f"  - ... {len(skipped) - 50} more in skipped_files.csv")
+    problems = summary.get("input_problems", [])  # absent in summaries of older builds
+    if problems:
+        out.append(f"- WARNING: input problems kept with --on-conflict=warn: {len(problems)}")
+        out += [f"  - {p['kind']}: {p['problem']}; {p['action']}" for p in problems[:50]]
+        if len(problems) > 50:
+            out.append(f"  - ... {len(problems) - 50} more in summary.json")
     return "\n".join(out) + "\n"

@@ -2,7 +2,9 @@
 
 Sources:
   folder  root/<class>/**/<file> with a suffix in IMAGE_SUFFIXES or DICOM_SUFFIXES; the class is the
-          first-level sub-folder name (sorted names -> class ids); hidden files are ignored.
+          first-level sub-folder name (sorted names -> class ids); hidden files are ignored. A
+          sub-folder without such files is no class: it is listed in `Manifest.empty_folders`
+          (prepare_data refuses it unless --on-conflict=warn: medtl_jax.data.input_conflicts).
   dicom   the same layout (root/<class>/**), keeping only DICOM files: *.dcm, *.dicom and suffix-less
           files with the 'DICM' preamble. (DICOM listed in a CSV manifest works too: format csv.)
   csv     one row per image. Columns: `path` (or image/file/filename/image_path; relative paths are
@@ -61,6 +63,7 @@ class Manifest:
     root: str
     source: str
     extra_columns: tuple[str, ...] = ()
+    empty_folders: tuple[str, ...] = ()  # class sub-folders of an image folder holding no images
 
 
 def _is_wanted(path: pathlib.Path, fmt: str) -> bool:
@@ -76,6 +79,7 @@ def folder_manifest(root: str | os.PathLike, fmt: str = "folder") -> Manifest:
     if not root.is_dir():
         raise ValueError(f"image folder {root} does not exist or is not a folder")
     files_by_class: dict[str, list[pathlib.Path]] = {}
+    empty: list[str] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         found = []
         for folder, dirs, names in os.walk(sub):
@@ -84,15 +88,20 @@ def folder_manifest(root: str | os.PathLike, fmt: str = "folder") -> Manifest:
                       if not n.startswith(".") and _is_wanted(pathlib.Path(folder) / n, fmt)]
         if found:
             files_by_class[sub.name] = found
+        else:
+            empty.append(str(sub))
     kinds = "DICOM files" if fmt == "dicom" else \
         f"images ({', '.join(image_files.IMAGE_SUFFIXES + image_files.DICOM_SUFFIXES)})"
     if len(files_by_class) < 2:
+        without = f" (without any: {', '.join(pathlib.Path(e).name for e in empty)})" if empty else ""
         raise ValueError(f"image folder {root} needs at least two class sub-folders holding {kinds} "
-                         f"(layout root/<class>/<file>); found {sorted(files_by_class) or 'none'}")
+                         f"(layout root/<class>/<file>); found {sorted(files_by_class) or 'none'}"
+                         f"{without}")
     names = tuple(files_by_class)
     rows = [Row(path=str(f), label=(k,), origin=f"class folder {name!r}")
             for k, name in enumerate(names) for f in files_by_class[name]]
-    return Manifest(rows=rows, label_names=names, multilabel=False, root=str(root), source=fmt)
+    return Manifest(rows=rows, label_names=names, multilabel=False, root=str(root), source=fmt,
+                    empty_folders=tuple(empty))
 
 
 def _class_ids(values: list[str]) -> tuple[tuple[str, ...], dict[str, int]]:

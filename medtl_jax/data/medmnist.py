@@ -3,7 +3,9 @@
 Configs are named `<subset>_<size>` (e.g. `pneumoniamnist_28`). The source `.npz` comes from a local
 folder when there is one (manual files are checked for structure, not MD5: a re-ordered copy is
 legitimate), else from Zenodo (MD5-checked); see `npz_files.locate`. Each example keeps its position
-in the source split as `index`, because TFDS stores examples in hash order.
+in the source split as `index`, because TFDS stores examples in hash order. The file a dataset was
+built from is recorded beside it; a later manual_dir holding another file is refused, not silently
+ignored (`builder_base.check_source`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class MedMNIST(builder_base.Builder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "MedMNIST v2 / MedMNIST+ (Zenodo record 10519652)."}
     BUILDER_CONFIGS = _configs()
+    requested_manual_dir: str | None = None  # set by build_medmnist, even for a missing/empty folder
+    built_from: pathlib.Path | None = None  # the .npz this instance's build read
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Put `<subset>.npz` (size 28) or `<subset>_<size>.npz` from "
         "https://zenodo.org/records/10519652 in a folder and pass it as manual_dir "
@@ -96,14 +100,21 @@ class MedMNIST(builder_base.Builder):
 
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
-        try:
-            manual_dir = pathlib.Path(dl_manager.manual_dir)
-        except (AssertionError, ValueError):  # TFDS's way of saying "no manual folder"
-            manual_dir = None
-        path = npz_files.locate(cfg.subset, cfg.size, manual_dir=manual_dir,
+        path = npz_files.locate(cfg.subset, cfg.size, manual_dir=self._manual_dir(dl_manager),
                                 extra_dirs=(pathlib.Path(dl_manager.download_dir),))
         npz_files.validate(path, MEDMNIST_2D[cfg.subset], cfg.size)
+        self.built_from = path
         return {split: self._generate_examples(path, key) for split, key in SPLITS.items()}
+
+    def _manual_dir(self, dl_manager) -> pathlib.Path | None:
+        """The manual folder asked for, also when it is empty (TFDS's dl_manager.manual_dir refuses
+        an empty folder, which then went missing from the "looked in" list)."""
+        if self.requested_manual_dir:
+            return pathlib.Path(self.requested_manual_dir)
+        try:
+            return pathlib.Path(dl_manager.manual_dir)
+        except (AssertionError, ValueError):  # TFDS's way of saying "no manual folder"
+            return None
 
     def _generate_examples(self, path: pathlib.Path, npz_split: str):
         info = MEDMNIST_2D[self.builder_config.subset]
@@ -119,12 +130,21 @@ class MedMNIST(builder_base.Builder):
 
 def build_medmnist(subset: str, size: int, *, data_dir: str,
                    manual_dir: str | None = None) -> MedMNIST:
-    """Builds MedMNIST `subset` at `size` into `data_dir` (once) and returns the prepared builder."""
+    """Builds MedMNIST `subset` at `size` into `data_dir` (once) and returns the prepared builder.
+
+    A dataset built earlier is re-used only when `manual_dir` is unset or holds the file it was built
+    from (or a byte-identical copy); otherwise ValueError says which folders and how to proceed."""
     subset_info(subset, size)
+    filename = MEDMNIST_2D[subset].filename(size)
     if manual_dir is not None and not os.path.isdir(manual_dir):
-        raise ValueError(f"manual_dir {manual_dir!r} is not a folder (it should hold "
-                         f"{MEDMNIST_2D[subset].filename(size)})")
+        state = "is a file, not a folder" if os.path.exists(manual_dir) else "does not exist"
+        raise ValueError(f"config.data.manual_dir {manual_dir!r} {state} (it should be a folder "
+                         f"holding {filename})")
     builder = MedMNIST(config=f"{subset}_{size}", data_dir=os.fspath(data_dir),
                        file_format="array_record")
+    builder_base.check_source(builder, manual_dir, filename)
+    builder.requested_manual_dir = manual_dir
     builder_base.prepare(builder, manual_dir=manual_dir)
+    if builder.built_from is not None:
+        builder_base.write_source(builder, builder.built_from, manual_dir)
     return builder

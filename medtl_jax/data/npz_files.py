@@ -46,29 +46,45 @@ def download(url: str, dest: pathlib.Path, md5: str | None) -> pathlib.Path:
     return download_verified(url, dest, algorithm="md5", expected=md5, timeout=DOWNLOAD_TIMEOUT_S)
 
 
+def _looked_in(label: str, folder: pathlib.Path, name: str) -> str:
+    """'<label> <folder> (<why the file is not there>)' for the "looked in" list."""
+    if not folder.exists():
+        state = "does not exist"
+    elif not folder.is_dir():
+        state = "not a folder"
+    elif not any(folder.iterdir()):
+        state = "empty"
+    else:
+        state = f"no {name} in it"
+    return f"{label}{' ' if label else ''}{folder} ({state})"
+
+
 def locate(subset: str, size: int, *, manual_dir: str | os.PathLike | None = None,
            extra_dirs: tuple[os.PathLike, ...] = ()) -> pathlib.Path:
     """Finds the file of (subset, size), downloading it if no local copy exists.
 
     Order: `manual_dir`, $MEDTL_MEDMNIST_DIR, the download cache (`cache_dir()`), `extra_dirs`
-    (e.g. TFDS's downloads folder), then the official URL (MD5-verified) into the cache.
+    (e.g. TFDS's downloads folder), then the official URL (MD5-verified) into the cache. When all
+    fail, the error lists every folder looked in and why the file was not there.
     """
     info = MEDMNIST_2D[subset]
     name = info.filename(size)
-    env_dir = os.environ.get("MEDTL_MEDMNIST_DIR")
-    folders = [d for d in (manual_dir, env_dir, cache_dir(), *extra_dirs) if d]
-    for folder in folders:
-        path = pathlib.Path(folder) / name
-        if path.is_file():
-            return path
+    places = [("config.data.manual_dir", manual_dir),
+              ("$MEDTL_MEDMNIST_DIR", os.environ.get("MEDTL_MEDMNIST_DIR")),
+              ("download cache", cache_dir()), *(("", d) for d in extra_dirs)]
+    places = [(label, pathlib.Path(d)) for label, d in places if d]
+    for _, folder in places:
+        if (folder / name).is_file():
+            return folder / name
     url = source_url(subset, size)
     try:
         return download(url, cache_dir() / name, info.md5.get(size))
     except (urllib.error.URLError, OSError) as err:
+        looked = "; ".join(_looked_in(label, folder, name) for label, folder in places)
         raise RuntimeError(
-            f"MedMNIST file {name} is needed and was not found locally (looked in: "
-            f"{', '.join(map(str, folders))}); downloading {url} failed: {err}. Offline? Put {name} "
-            "in a folder and pass --config.data.manual_dir=FOLDER (or set MEDTL_MEDMNIST_DIR)."
+            f"MedMNIST file {name} is needed and was not found locally (looked in: {looked}); "
+            f"downloading {url} failed: {err}. Offline? Put {name} in a folder and pass "
+            "--config.data.manual_dir=FOLDER (or set MEDTL_MEDMNIST_DIR)."
         ) from err
 
 

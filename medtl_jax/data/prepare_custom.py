@@ -1,15 +1,19 @@
 """Folder / CSV manifest / DICOM folder -> TFDS dataset + splits.csv + summary + thumbnails.
 
-Steps: manifest (medtl_jax.data.manifest) -> header probe (sizes, DICOM ids, frames) -> splits (the
-manifest's, else grouped by patient and stratified: medtl_jax.data.splits) -> TFDS build
+Steps: manifest (medtl_jax.data.manifest) -> header probe (sizes, DICOM ids, frames) -> leakage and
+label checks (files listed twice or with two labels, a patient in two given splits, empty class
+folders: refused, or warned and listed with on_conflict='warn': medtl_jax.data.input_conflicts) ->
+splits (the manifest's, else grouped by patient and stratified: medtl_jax.data.splits) -> TFDS build
 (medtl_jax.data.custom_dataset) -> files beside the dataset in <data_dir>/custom/<name>/1.0.0/:
   splits.csv         every written example: index, path, label(s), hashed patient id, site, split...
   skipped_files.csv  (path, reason) of unreadable files, with on_error='skip'
-  summary.json/.md   counts per class/site/split, source sizes, intensity sample, skipped files
+  summary.json/.md   counts per class/site/split, source sizes, intensity sample, skipped files,
+                     input problems kept with on_conflict='warn'
   thumbnails.png     a few random images per class, one labelled row each
   custom_info.json   what load_custom needs (task, label names, channels, size, bits, attributes)
 Images must share one size unless `image_size` is given (then all are resized, aspect ratio not
-kept, to image_size x image_size); the stored size must be square.
+kept, to image_size x image_size); the stored size must be square. Every check runs before anything
+is written: a refused input leaves no dataset folder (and --overwrite keeps the old one).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import time
 import tensorflow_datasets as tfds
 
 from medtl_jax.atomic_io import write_bytes_atomic, write_json_atomic, write_text_atomic
-from medtl_jax.data import builder_base, custom_dataset, dataset_summary, manifest as manifest_lib
+from medtl_jax.data import builder_base, custom_dataset, dataset_summary, input_conflicts
+from medtl_jax.data import manifest as manifest_lib
 from medtl_jax.data import splits as splits_lib
 from medtl_jax.data.dicom import DicomOptions
 from medtl_jax.data.unreadable import Unreadable
@@ -41,6 +46,7 @@ class PrepareOptions:
     format: str | None = None
     data_dir: str | None = None
     on_error: str = "fail"
+    on_conflict: str = "refuse"
     image_size: int | None = None
     window: str | None = None
     frame: int | str = 0
@@ -82,13 +88,14 @@ def prepare_custom(opts: PrepareOptions) -> dict:
     start = time.time()
     if not _NAME.match(opts.name or ""):
         raise ValueError(f"--name {opts.name!r} must be letters, digits, '_' or '-' (e.g. 'chest_cr')")
+    if opts.on_conflict not in input_conflicts.ON_CONFLICT:
+        raise ValueError(f"--on-conflict must be one of {input_conflicts.ON_CONFLICT}, got "
+                         f"{opts.on_conflict!r}")
     data_dir = opts.data_dir or builder_base.default_data_dir()
     out_dir = custom_dataset.dataset_dir(data_dir, opts.name)
-    if out_dir.exists():
-        if not opts.overwrite:
-            raise ValueError(f"dataset {opts.name!r} already exists at {out_dir}; pass --overwrite to "
-                             f"rebuild it or choose another --name")
-        shutil.rmtree(out_dir)
+    if out_dir.exists() and not opts.overwrite:
+        raise ValueError(f"dataset {opts.name!r} already exists at {out_dir}; pass --overwrite to "
+                         f"rebuild it or choose another --name")
     manifest = manifest_lib.load_manifest(opts.source, opts.format, path_column=opts.path_column,
                                           label_columns=opts.label_columns,
                                           path_root=opts.path_root)
@@ -96,6 +103,7 @@ def prepare_custom(opts: PrepareOptions) -> dict:
                          invert_monochrome1=opts.invert_monochrome1)
     unreadable = Unreadable(opts.on_error)
     probed = manifest_lib.probe_rows(manifest, dicom, unreadable)
+    probed, problems = input_conflicts.resolve(probed, manifest, opts.on_conflict)
     if not probed:
         raise ValueError(f"no readable images in {opts.source} ({len(unreadable.items)} unreadable)")
     height, width, resized = _geometry(probed, opts.image_size)
@@ -114,6 +122,8 @@ def prepare_custom(opts: PrepareOptions) -> dict:
         label_names=manifest.label_names, multilabel=manifest.multilabel, height=height,
         width=width, channels=channels, bits=opts.bits, dicom=dicom, sites=sites, salt=salt,
         unreadable=unreadable, observe=collector.observe)
+    if out_dir.exists():  # --overwrite, and every check passed
+        shutil.rmtree(out_dir)
     builder = custom_dataset.CustomImages(
         plan=plan, config=tfds.core.BuilderConfig(name=opts.name, description=str(opts.source)),
         data_dir=data_dir, file_format="array_record")
@@ -155,6 +165,7 @@ def prepare_custom(opts: PrepareOptions) -> dict:
                    "in_several_splits": splits_lib.groups_in_several_splits(
                        [r for _, r, _ in written], [s for _, _, s in written])},
         "skipped_files": [{"path": p, "reason": why} for p, why in unreadable.items],
+        "input_problems": [p.record() for p in problems],
         "dataset_dir": str(out_dir),
         "build_seconds": round(time.time() - start, 2),
     }
