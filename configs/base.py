@@ -117,5 +117,20 @@ def parse_args(arg: str | None, defaults: dict) -> dict:
         key, value = item.split("=", 1)
         if key not in defaults:
             raise ValueError(f"unknown config argument {key!r}; valid keys: {sorted(defaults)}")
-        out[key] = type(defaults[key])(value) if defaults[key] is not None else value
+        out[key] = _typed(key, value, defaults[key])
     return out
+
+
+def _typed(key: str, value: str, default):
+    """`value` converted to the type of `default`; a ValueError names the argument and the type."""
+    if default is None or isinstance(default, str):
+        return value
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"config argument {key}={value!r} must be true or false")
+        return value.lower() in ("true", "1")
+    try:
+        return type(default)(value)
+    except ValueError:
+        raise ValueError(f"config argument {key}={value!r} must be {type(default).__name__} "
+                         f"(e.g. {key}={default})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -33,15 +34,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> pathlib.Path:
-    """Atomic JSON write, indented for humans, NaN-free (NaN becomes null)."""
-    return write_text_atomic(path, json.dumps(_nan_to_none(obj), indent=2, sort_keys=False) + "\n")
+    """Atomic JSON write, indented for humans, strict (see `strict_json`)."""
+    return write_text_atomic(path, strict_json(obj, indent=2) + "\n")
 
 
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:
+def strict_json(obj: Any, **dumps_kwargs) -> str:
+    """JSON text any parser accepts: NaN and +-Infinity (which json.dumps writes as bare, non-standard
+    tokens) become null."""
+    return json.dumps(_finite_or_none(obj), allow_nan=False, **dumps_kwargs)
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
+        return {k: _finite_or_none(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
+        return [_finite_or_none(v) for v in obj]
     return obj

@@ -22,14 +22,19 @@ import numpy as np
 
 from medtl_jax import evaluate
 from medtl_jax.atomic_io import write_bytes_atomic
+from medtl_jax.config_checks import check_select_metric
 from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
 from medtl_jax.data.sampling import balanced_indices
 from medtl_jax.data.sites import values_by_index
+from medtl_jax.metrics import SELECTABLE_METRICS
 from medtl_jax.model_input import backbone_kwargs, check_in_channels, input_normalization
 from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.tasks import make_task
 from medtl_jax.tasks.losses import class_counts, make_loss
 from medtl_jax.transfer import effective_bn_mode
+
+
+NO_TEST_SPLIT = "no test split: the dataset has none, so only validation was evaluated"
 
 
 @dataclasses.dataclass
@@ -113,6 +118,7 @@ def classification_parts(config, data, mesh) -> RunParts:
 
     evaluator = ClassificationEvaluator(config, task, model, data, preprocess, mesh)
     select = "auc" if config.train.select_metric == "auto" else config.train.select_metric
+    check_select_metric(select, task.kind, SELECTABLE_METRICS[task.kind])
     size = preprocess.input_size
     return RunParts(task, model, (size, size, preprocess.channels), steps_per_epoch, train_epoch, evaluator,
                     select)
@@ -136,20 +142,23 @@ class ClassificationEvaluator:
         return evaluate.score(self.task, self._predict(state, "validation"), threshold=self.config.eval.threshold)
 
     def final(self, state, workdir: pathlib.Path) -> dict:
-        """Validation and test reports with CIs; the Youden threshold is chosen on validation only."""
+        """Validation and test reports with CIs; the Youden threshold is chosen on validation only. A
+        dataset without a test split gets {'num_examples': 0, 'note': NO_TEST_SPLIT} as its test report."""
         c = self.config
         val = self._predict(state, "validation")
         youden = self.task.decision_threshold(val.labels, val.scores)
-        results = {}
-        for name, preds in (("val", val), ("test", self._predict(state, "test"))):
+        results = {"test": {"num_examples": 0, "note": NO_TEST_SPLIT}}
+        for name, split in (("val", "validation"), ("test", "test")):
+            if len(self.data.sources[split]) == 0:
+                continue
+            preds = val if name == "val" else self._predict(state, split)
             results[name] = self.task.evaluate(preds.labels, preds.scores, threshold=c.eval.threshold,
                                                youden_threshold=youden, bootstrap_samples=c.eval.bootstrap_samples,
                                                seed=c.seed)
-            split = "validation" if name == "val" else "test"  # per-example attributes (e.g. 'site') too
-            attributes = {key: values_by_index(self.data.sources[split], key, preds.index)
+            attributes = {key: values_by_index(self.data.sources[split], key, preds.index)  # e.g. 'site'
                           for key in self.data.info.attributes}
             _write_predictions(workdir / f"predictions_{name}.npz", preds, attributes)
-        return results
+        return {"val": results["val"], "test": results["test"]}
 
 
 def _write_predictions(path: pathlib.Path, preds: evaluate.Predictions, attributes: dict | None = None) -> None:

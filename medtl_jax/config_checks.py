@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import math
+import pathlib
 from typing import Iterable
 
 import ml_collections
 
+from medtl_jax import metrics, segmentation_metrics
+
 STEMS = ("imagenet", "cifar")
 DTYPES = ("float32", "bfloat16")
-SELECT_METRICS = ("auto", "auc", "accuracy", "balanced_accuracy", "f1", "qwk", "dice", "iou")
+SELECT_METRICS = ("auto", *dict.fromkeys(sum(metrics.SELECTABLE_METRICS.values(), ())),
+                  *segmentation_metrics.SELECTABLE_METRICS)
 ORDINAL_HEADS = ("coral", "dense")
 SEGMENTATION_LOSSES = ("ce", "dice", "dice_ce", "focal")
 DECODERS = ("unet", "fcn")
@@ -24,6 +30,11 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return keys
 
 
+def field_value(config: ml_collections.ConfigDict, key: str):
+    """The value of a dotted field name, e.g. 'optimizer.lr'."""
+    return functools.reduce(lambda node, part: node[part], key.split("."), config)
+
+
 def unknown_field_message(config: ml_collections.ConfigDict, field: str) -> str:
     """'config.<field>' does not exist: the message with the closest valid fields."""
     valid = flat_keys(config)
@@ -33,6 +44,88 @@ def unknown_field_message(config: ml_collections.ConfigDict, field: str) -> str:
         close = [k for k in valid if k.split(".")[-1] in close][:3]
     hint = f"; did you mean {', '.join('config.' + k for k in close)}?" if close else ""
     return f"unknown config field 'config.{field}'{hint}"
+
+
+_INF = math.inf
+# Allowed interval of each numeric field: (low, high, low included, high included). Every float field of
+# the config must also be finite (NaN passes any `<=` test, so it is checked first).
+NUMBER_RANGES = {
+    "seed": (0, _INF, True, False),
+    "data.input_size": (0, _INF, True, False),  # 0 = the model's default
+    "data.val_count": (-1, _INF, True, False),  # -1 = the dataset's default
+    "data.train_fraction": (0, 1, False, True),
+    "augment.rotate_degrees": (0, 180, True, True),
+    "augment.crop_scale": (0, 1, False, True),
+    "augment.brightness": (0, _INF, True, False),
+    "augment.contrast": (0, _INF, True, False),
+    "model.aux_loss_weight": (0, _INF, True, False),
+    "loss.focal_gamma": (0, _INF, True, False),
+    "loss.cb_beta": (0, 1, True, False),
+    "loss.la_tau": (0, _INF, True, False),
+    "transfer.freeze_stages": (0, _INF, True, False),
+    "transfer.layer_decay": (0, 1, False, True),
+    "transfer.transfusion_stages": (0, _INF, True, False),
+    "segmentation.patch_size": (1, _INF, True, False),
+    "segmentation.patches_per_image": (1, _INF, True, False),
+    "segmentation.foreground_fraction": (0, 1, True, True),
+    "segmentation.scale": (0, _INF, False, False),
+    "segmentation.overlap": (0, 1, True, False),
+    "segmentation.window": (0, _INF, True, False),  # 0 = patch_size
+    "optimizer.lr": (0, _INF, False, False),
+    "optimizer.weight_decay": (0, _INF, True, False),
+    "optimizer.momentum": (0, 1, True, False),
+    "optimizer.grad_clip_norm": (0, _INF, True, False),  # 0 = off
+    "schedule.warmup_epochs": (0, _INF, True, False),
+    "schedule.final_lr_fraction": (0, 1, True, True),
+    "schedule.decay_factor": (0, _INF, False, False),
+    "train.epochs": (1, _INF, True, False),
+    "train.batch_size": (1, _INF, True, False),
+    "train.eval_batch_size": (1, _INF, True, False),
+    "train.log_every_steps": (1, _INF, True, False),
+    "train.grad_accum_steps": (1, _INF, True, False),
+    "train.checkpoint_every_steps": (0, _INF, True, False),  # 0 = at epoch ends only
+    "eval.threshold": (0, 1, True, True),
+    "eval.bootstrap_samples": (0, _INF, True, False),
+    "mesh.num_devices": (0, _INF, True, False),  # 0 = all devices
+}
+# Paths that must exist when given (None = not set).
+EXISTING_PATHS = ("data.manual_dir", "model.weights_file")
+
+
+def _interval(low, high, low_in, high_in) -> str:
+    return f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}".replace("inf", "∞")
+
+
+def check_numbers(config: ml_collections.ConfigDict) -> None:
+    """ValueError naming the first numeric field that is NaN/Inf or outside its interval (NUMBER_RANGES)."""
+    for key in flat_keys(config):
+        value = field_value(config, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config.{key}={value} is not a finite number")
+    for key, (low, high, low_in, high_in) in NUMBER_RANGES.items():
+        value = field_value(config, key)
+        ok = (low < value or (low_in and value == low)) and (value < high or (high_in and value == high))
+        if not ok:
+            raise ValueError(f"config.{key}={value} is out of range: it must lie in {_interval(low, high, low_in, high_in)}")
+    rate = config.model.dropout_rate
+    if rate != -1.0 and not 0 <= rate < 1:
+        raise ValueError(f"config.model.dropout_rate={rate} must be -1 (the model's default) or lie in [0, 1)")
+
+
+def check_paths(config: ml_collections.ConfigDict) -> None:
+    """FileNotFoundError naming the config key of a given path that does not exist."""
+    for key in EXISTING_PATHS:
+        path = field_value(config, key)
+        if path and not pathlib.Path(path).expanduser().exists():
+            raise FileNotFoundError(f"config.{key}={path!r} does not exist")
+
+
+def check_select_metric(select_metric: str, task_kind: str, available: Iterable[str]) -> None:
+    """ValueError unless the validation metric that picks the tested checkpoint exists for this task."""
+    available = tuple(available)
+    if select_metric not in available:
+        raise ValueError(f"config.train.select_metric={select_metric!r} is not computed for a {task_kind} task; "
+                         f"choose one of {('auto',) + available}")
 
 
 def _choice(key: str, value, choices: Iterable[str]) -> None:
@@ -67,18 +160,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("loss.focal_alpha", config.loss.focal_alpha, ("none", "inverse", "effective_number"))
     _choice("loss.segmentation", config.loss.segmentation, SEGMENTATION_LOSSES)
     _choice("segmentation.decoder", config.segmentation.decoder, DECODERS)
-    for key in ("segmentation.patch_size", "segmentation.patches_per_image"):
-        group, name = key.split(".")
-        if int(config[group][name]) <= 0:
-            raise ValueError(f"config.{key} must be positive, got {config[group][name]}")
-    for key in ("train.epochs", "train.batch_size", "train.eval_batch_size"):
-        group, name = key.split(".")
-        if int(config[group][name]) <= 0:
-            raise ValueError(f"config.{key} must be positive, got {config[group][name]}")
-    if config.optimizer.lr <= 0:
-        raise ValueError(f"config.optimizer.lr must be positive, got {config.optimizer.lr}")
-    if config.data.input_size < 0:
-        raise ValueError(f"config.data.input_size must be >= 0 (0 = model default), got {config.data.input_size}")
+    check_numbers(config)
+    check_paths(config)
     if config.model.init in PRETRAINED_INITS and not MODELS[config.model.name].pretrained:
         raise ValueError(f"config.model.init={config.model.init!r} but {config.model.name!r} has no "
                          "pretrained weights")
@@ -86,5 +169,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config.model.init is empty; use 'imagenet', 'scratch', 'mean_var', a weight-store "
                          "name or a file path")
     check_init(config.model.init, config.model.weights_dir)
-    if config.model.aux_loss_weight < 0:
-        raise ValueError(f"config.model.aux_loss_weight must be >= 0, got {config.model.aux_loss_weight}")

@@ -7,6 +7,8 @@ import pathlib
 
 import jax
 
+from medtl_jax.atomic_io import strict_json
+
 
 class MetricLog:
     """Appends scalar metrics to `workdir/metrics.jsonl` and `workdir/tb/`.
@@ -37,7 +39,7 @@ class MetricLog:
             return
         scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         with self.path.open("a") as f:
-            f.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+            f.write(strict_json({"step": int(step), "split": split, **scalars}) + "\n")
         for k, v in scalars.items():
             self._tb.add_scalar(f"{split}/{k}", v, int(step))
 

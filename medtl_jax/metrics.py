@@ -203,6 +203,12 @@ def _json_threshold(threshold: float | np.ndarray) -> float | list[float]:
     return float(t) if t.ndim == 0 else [float(v) for v in t]
 
 
+# Validation metrics that can pick the tested checkpoint (`config.train.select_metric`), per task kind:
+# each is a key of `classification_report` for that kind, larger is better.
+SELECTABLE_METRICS = {kind: ("auc", "accuracy", "balanced_accuracy", "f1") + (("qwk",) if kind == "ordinal" else ())
+                      for kind in ("binary", "multiclass", "multilabel", "ordinal")}
+
+
 def classification_report(kind: str, labels: np.ndarray, scores: np.ndarray, *,
                           threshold: float | np.ndarray = 0.5, youden_threshold: float | np.ndarray | None = None,
                           bootstrap_samples: int = 1000, seed: int = 0) -> dict:

@@ -21,6 +21,10 @@ import numpy as np
 from scipy import ndimage
 
 
+# Validation metrics that can pick the tested checkpoint (`config.train.select_metric`); larger is better.
+SELECTABLE_METRICS = ("dice", "iou")
+
+
 def _restrict(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     pred, true = np.asarray(pred, dtype=bool), np.asarray(true, dtype=bool)
     if pred.shape != true.shape:

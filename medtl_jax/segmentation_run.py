@@ -20,13 +20,14 @@ import PIL.Image
 
 from medtl_jax import parallel
 from medtl_jax.atomic_io import write_bytes_atomic
-from medtl_jax.classification_run import RunParts
+from medtl_jax.classification_run import NO_TEST_SPLIT, RunParts
+from medtl_jax.config_checks import check_select_metric
 from medtl_jax.data.pipeline import as_iterator
 from medtl_jax.data.segmentation_pipeline import SegAugment, SegPreprocess, seg_eval_images, seg_train_batches
 from medtl_jax.model_input import input_normalization
 from medtl_jax.models import get_spec
 from medtl_jax.models.segmenter import build_segmenter
-from medtl_jax.segmentation_metrics import segmentation_report
+from medtl_jax.segmentation_metrics import SELECTABLE_METRICS, segmentation_report
 from medtl_jax.sliding_window import sliding_window_predict
 from medtl_jax.tasks.segmentation import SegmentationTask
 from medtl_jax.transfer import effective_bn_mode
@@ -79,6 +80,7 @@ def segmentation_parts(config, data, mesh) -> RunParts:
 
     evaluator = SegmentationEvaluator(config, task, model, data, preprocess, mesh)
     select = "dice" if config.train.select_metric == "auto" else config.train.select_metric
+    check_select_metric(select, "segmentation", SELECTABLE_METRICS)
     return RunParts(SegmentationBatchTask(task), model, (seg.patch_size, seg.patch_size, 3), steps_per_epoch,
                     train_epoch, evaluator, select)
 
@@ -142,7 +144,7 @@ class SegmentationEvaluator:
         results = {}
         for split, name in (("validation", "val"), ("test", "test")):
             if len(self.data.sources[split]) == 0:
-                results[name] = {"num_images": 0}
+                results[name] = {"num_images": 0, "note": NO_TEST_SPLIT}
                 continue
             preds = self.predict_split(state, split)
             results[name] = self._report(preds)

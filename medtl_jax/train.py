@@ -10,6 +10,7 @@ checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -18,7 +19,6 @@ import time
 from typing import Any
 
 import flax
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from medtl_jax import parallel
+from medtl_jax import parallel, run_folder
 from medtl_jax.atomic_io import write_json_atomic
 from medtl_jax.checkpoint import RunCheckpoints
 from medtl_jax.config_checks import validate_config
@@ -95,6 +95,10 @@ def make_setup(config: ml_collections.ConfigDict) -> Setup:
     validate_transfer(config.transfer, config.model.name, _init_kind(config.model.init))
     data = select_training_data(config.data, load_data(config.data))  # train_sites, train_fraction
     mesh = parallel.make_mesh(config.mesh.num_devices)
+    if len(data.sources["validation"]) == 0:
+        raise ValueError(f"the validation split of config.data.name={config.data.name!r} "
+                         f"(subset {config.data.subset!r}) is empty: the tested checkpoint is chosen on it; "
+                         "give the dataset a validation split")
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
     make_parts = segmentation_parts if data.info.task == "segmentation" else classification_parts
@@ -251,27 +255,76 @@ def _select(metrics: dict, name: str) -> float:
     return float("-inf") if value is None or np.isnan(value) else float(value)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-    """Trains, selects the best validation checkpoint, tests it once; returns the results dict."""
+@jax.jit
+def _all_finite(state: TrainState) -> jax.Array:
+    """Whether every floating-point leaf (parameters, BatchNorm statistics, optimizer moments) is finite."""
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _diverged(what: str, step: int, ckpts: RunCheckpoints, workdir: pathlib.Path) -> NonFiniteLossError:
+    last = ckpts.latest_step()
+    fix = "lower config.optimizer.lr (or set config.optimizer.grad_clip_norm)"
+    if last is None:
+        kept = f"no checkpoint had been saved yet, so {fix} and rerun: the run starts afresh"
+    else:
+        kept = (f"the last good checkpoint (step {last}) is kept in {workdir / 'checkpoints' / 'latest'}; {fix} "
+                "and rerun with --allow_config_change=optimizer.lr to continue from it, or use a new --workdir")
+    return NonFiniteLossError(f"training diverged: {what} at step {step}, so nothing was saved from it; {kept}")
+
+
+def _save(ckpts: RunCheckpoints, which: str, step: int, state: TrainState, record: dict,
+          workdir: pathlib.Path) -> None:
+    """A checkpoint, only of a finite state: no checkpoint ever holds NaN or Inf."""
+    if not bool(_all_finite(state)):
+        raise _diverged("parameters or optimizer state became non-finite", step, ckpts, workdir)
+    ckpts.save(which, step, state, record)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       allow_config_change: tuple[str, ...] = ()) -> dict:
+    """Trains, selects the best validation checkpoint, tests it once; returns the results dict.
+
+    Everything is checked before the run folder is touched: the config, the workdir, and (on resume) that
+    the folder's run has the same config, except for the fields named in `allow_config_change`."""
     t_start = time.time()
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    validate_config(config)
+    run_folder.check_workdir(workdir)
+    current = json.loads(config.to_json_best_effort())
+    changes = run_folder.check_resume(workdir, current, allow_config_change)
     s = make_setup(config)
-    _record_config(config, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     state = create_state(config, s)
     ckpts = RunCheckpoints(workdir)
+    try:
+        results = _train_and_test(config, workdir, s, state, ckpts, current, changes, t_start)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            ckpts.close()
+        raise
+    ckpts.close()
+    return results
+
+
+def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, ckpts: RunCheckpoints,
+                    current: dict, changes: dict, t_start: float) -> dict:
     record = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "train_seconds": 0.0}
     restored = ckpts.restore("latest", state)
     if restored is not None:
         state, record = restored
         log.info("resumed from step %d (epoch %d)", int(state.step), record["epoch"])
+    if changes:
+        log.warning("continuing with config changes allowed on purpose: %s",
+                    "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    if jax.process_index() == 0:
+        run_folder.record_config(workdir, current, changes, int(state.step))
     metric_log = MetricLog(workdir, resume_step=int(state.step))
     train_step = make_train_step(s)
 
     step = int(state.step)
-    with PreemptionWatch() as preemption:
-        bar = tqdm(total=s.total_steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=jax.process_index() != 0)
+    with PreemptionWatch() as preemption, tqdm(total=s.total_steps, initial=step, desc="train", unit="step",
+                                               dynamic_ncols=True, disable=jax.process_index() != 0) as bar:
         t_train = time.time()
         while step < s.total_steps:
             epoch, offset = divmod(step, s.steps_per_epoch)
@@ -283,9 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                     host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                     if not np.isfinite(host["loss"]):
                         ckpts.wait()
-                        raise NonFiniteLossError(
-                            f"training loss became {host['loss']} at step {step}; the last good checkpoint "
-                            f"(step {ckpts.latest_step()}) is kept in {workdir / 'checkpoints' / 'latest'}")
+                        raise _diverged(f"training loss became {host['loss']}", step, ckpts, workdir)
                     rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
                     metric_log.write(step, "train", {**host, "images_per_second": rate})
                     bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
@@ -293,15 +344,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                 mid_epoch = step % s.steps_per_epoch != 0
                 if mid_epoch and preemption.requested():
                     record["train_seconds"] += time.time() - t_train
-                    ckpts.save("latest", step, state, record)
+                    _save(ckpts, "latest", step, state, record, workdir)
                     ckpts.wait()
-                    raise Preempted(f"SIGTERM received: stopped at step {step} with a checkpoint in "
+                    raise Preempted(f"{preemption.reason} received: stopped at step {step} with a checkpoint in "
                                     f"{workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
                 every = config.train.checkpoint_every_steps
                 if mid_epoch and every and step % every == 0:
                     record["train_seconds"] += time.time() - t_train
                     t_train = time.time()
-                    ckpts.save("latest", step, state, record)
+                    _save(ckpts, "latest", step, state, record, workdir)
             # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
             val = s.parts.evaluator.validate(state)
             metric_log.write(step, "val", val)
@@ -311,17 +362,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             score = _select(val, s.parts.select_metric)
             if score > record["best_score"] or record["best_epoch"] < 0:
                 record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
-                ckpts.save("best", step, state, record)
-            ckpts.save("latest", step, state, record)
+                _save(ckpts, "best", step, state, record, workdir)
+            _save(ckpts, "latest", step, state, record, workdir)
             if jax.process_index() == 0:
                 tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
                            f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
                            f" at epoch {record['best_epoch']})")
             if step < s.total_steps and preemption.requested():
                 ckpts.wait()
-                raise Preempted(f"SIGTERM received: stopped after epoch {epoch + 1} (step {step}) with a checkpoint "
-                                f"in {workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
-    bar.close()
+                raise Preempted(f"{preemption.reason} received: stopped after epoch {epoch + 1} (step {step}) with "
+                                f"a checkpoint in {workdir / 'checkpoints' / 'latest'}; rerun the same command to "
+                                "resume")
     ckpts.wait()
 
     # ------------------------------------------------------------------------------------------------
@@ -338,29 +389,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                          "steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch}
     results["environment"] = {"jax": jax.__version__, "backend": jax.default_backend(),
                               "devices": jax.device_count(), "processes": jax.process_count()}
-    results["config"] = json.loads(config.to_json_best_effort())
+    results["config"] = current
+    results["config_changes"] = run_folder.config_changes(workdir)
     metric_log.write(s.total_steps, "test", results["test"])
     metric_log.close()
-    ckpts.close()
     if jax.process_index() == 0:
-        write_json_atomic(workdir / "results.json", results)
-        write_run_report(workdir / "report.md", results)
+        write_json_atomic(workdir / run_folder.RESULTS_JSON, results)
+        write_run_report(workdir / run_folder.REPORT_MD, results)
     return results
-
-
-# ----------------------------------------------------------------------------------------------------
-# Records: the config the run was started with, and the predictions it scored.
-# ----------------------------------------------------------------------------------------------------
-
-def _record_config(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> None:
-    """Writes config.json; on resume, warns about any field that differs from the original run."""
-    path = workdir / "config.json"
-    current = json.loads(config.to_json_best_effort())
-    if path.exists():
-        before = json.loads(path.read_text())
-        before, now = (traverse_util.flatten_dict(d, sep=".") for d in (before, current))
-        changed = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-        if changed:
-            log.warning("resuming with a config that differs from the original run in: %s", ", ".join(changed))
-    if jax.process_index() == 0:
-        write_json_atomic(path, current)

@@ -49,7 +49,7 @@ def test_unknown_field_message_suggests_closest():
     ("model.name", "resnet51", "config.model.name='resnet51'.*resnet50"),
     ("model.init", "imagnet", "config.model.init.*imagenet"),
     ("data.name", "medmnis", "config.data.name.*medmnist"),
-    ("train.batch_size", 0, "config.train.batch_size must be positive"),
+    ("train.batch_size", 0, r"config.train.batch_size=0 is out of range: it must lie in \[1, "),
     ("model.stem", "cifar", "config.model.stem='cifar' is not available for config.model.name='efficientnet_lite0'"),
 ])
 def test_validate_config_names_the_bad_field(key, value, match):

@@ -64,11 +64,44 @@ def test_bf16_compute_keeps_float32_parameters_and_learns(data_dir):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(data_dir, tmp_path):
-    config = tiny_config(data_dir, **{"optimizer.lr": float("inf"), "train.log_every_steps": 1})
-    with pytest.raises(train.NonFiniteLossError, match=r"became nan at step 2; the last good checkpoint"):
+def _saved_states_are_finite(workdir, like) -> list[int]:
+    """Steps of every checkpoint in the run folder, after checking that each holds only finite numbers."""
+    from medtl_jax.checkpoint import RunCheckpoints
+    steps = []
+    for which in ("latest", "best"):
+        restored = RunCheckpoints(workdir).restore(which, like)
+        if restored is not None:
+            leaves = jax.tree_util.tree_leaves(jax.device_get(restored[0]))
+            assert all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating)), which
+            steps.append(int(restored[0].step))
+    return steps
+
+
+def test_divergence_never_reaches_a_checkpoint(data_dir, tmp_path):
+    """lr x1e30 after epoch 1 (multistep): the loss is not logged before the mid-epoch save at step 10, yet
+    nothing non-finite is saved; the error names the last good checkpoint (epoch 1), which a rerun with a
+    sane lr, allowed by name, continues from. Before: NaN parameters were saved and called the last good."""
+    over = {"model.name": "cbr_tiny", "model.stem": "imagenet", "schedule.name": "multistep", "schedule.milestones_epochs": (1,), "schedule.decay_factor": 1e30,
+            "train.log_every_steps": 100, "train.checkpoint_every_steps": 2}
+    config = tiny_config(data_dir, **over)
+    with pytest.raises(train.NonFiniteLossError,
+                       match=r"non-finite at step 10, so nothing was saved from it; the last good checkpoint "
+                             r"\(step 8\)"):
         train.train_and_evaluate(config, tmp_path / "run")
+    like = train.create_state(config, train.make_setup(config))
+    assert _saved_states_are_finite(tmp_path / "run", like) == [8, 8]
     assert not (tmp_path / "run" / "results.json").exists()
+    sane = tiny_config(data_dir, **{**over, "schedule.decay_factor": 0.1})
+    results = train.train_and_evaluate(sane, tmp_path / "run", allow_config_change=("schedule.decay_factor",))
+    assert results["config_changes"] == [{"step": 8, "changes": {"schedule.decay_factor": [1e30, 0.1]}}]
+
+
+def test_divergence_before_any_checkpoint_says_so(data_dir, tmp_path):
+    config = tiny_config(data_dir, **{"model.name": "cbr_tiny", "model.stem": "imagenet", "optimizer.lr": 1e30,
+                                      "train.log_every_steps": 1})
+    with pytest.raises(train.NonFiniteLossError, match=r"at step \d+, .*no checkpoint had been saved yet"):
+        train.train_and_evaluate(config, tmp_path / "run")
+    assert not list((tmp_path / "run" / "checkpoints").rglob("*/[0-9]*"))
 
 
 def test_resuming_with_another_model_names_the_checkpoint(data_dir, tmp_path):

@@ -238,7 +238,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
     assert len(moved) == 1 and json.loads((moved[0] / "config.json").read_text())["seed"] == 5
     for name in ("nope", "nope2"):
         failed = (tmp_path / "sweep" / f"data={name}" / "FAILED").read_text()
-        assert failed.startswith("exit code 1\ncommand: python -m launch.train --config configs/default.py:scratch")
+        assert failed.startswith("exit code 2\ncommand: python -m launch.train --config configs/default.py:scratch")
         assert f"unknown synthetic variant {name!r}" in failed
     assert lines[0] == f"moved data=nope aside to {moved[0]} (--force)"
 

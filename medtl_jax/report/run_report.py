@@ -42,7 +42,8 @@ def render_run_report(results: dict) -> str:
     cfg, data = results["config"], results["data"]
     m, opt, sched, tr, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["train"], cfg["augment"]
     sel = results["selection"]
-    shown = [(k, label) for k, label in _METRICS if k in results["test"]]
+    scored = results["test"] if "note" not in results["test"] else results["val"]  # no test split: validation
+    shown = [(k, label) for k, label in _METRICS if k in scored]
     lines = [
         f"# {data['name']} — {m['name']} ({m['init']} init)", "",
         "## Data",
@@ -69,6 +70,9 @@ def render_run_report(results: dict) -> str:
     ]
     for split in ("val", "test"):
         r = results[split]
+        if "note" in r:
+            lines.append(f"| {split} | " + " | ".join("—" for _ in shown) + f" | {r['note']} | 0 |")
+            continue
         ci = r.get("auc_ci95") or [None, None]
         n = r.get("num_examples", r.get("num_images"))
         lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in shown)
@@ -85,7 +89,21 @@ def render_run_report(results: dict) -> str:
               "## Run", f"- training time {t['train_seconds']} s over {t['steps']} steps "
               f"({t['steps_per_epoch']} per epoch); jax {env['jax']} on {env['devices']} {env['backend']} "
               f"device(s), {env['processes']} process(es)", ""]
+    lines += _config_changes(results.get("config_changes") or [])
     return "\n".join(lines)
+
+
+def _config_changes(history: list[dict]) -> list[str]:
+    """The config changes allowed on purpose when the run was resumed: the recipe above is the last one."""
+    if not history:
+        return []
+    lines = ["## Config changed on resume", "",
+             "The run was continued on purpose with another config (`--allow_config_change`); the recipe above "
+             "is the final one, the steps before each change used the earlier values:", ""]
+    for entry in history:
+        lines.append(f"- from step {entry['step']}: " + "; ".join(
+            f"{k} {before!r} -> {after!r}" for k, (before, after) in entry["changes"].items()))
+    return lines + [""]
 
 
 def write_run_report(path: str | pathlib.Path, results: dict) -> pathlib.Path:

@@ -10,9 +10,9 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
-from typing import Any
+
+from medtl_jax.run_folder import config_differences, read_json as _read_json
 
 DONE, CHANGED, FAILED, PARTIAL, TODO = "done", "changed", "failed", "partial", "todo"
 
@@ -23,31 +23,6 @@ class RunStatus:
 
     status: str
     differences: tuple[str, ...] = ()
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """{'a.b': leaf} of a nested dict."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def config_differences(recorded: dict, planned: dict) -> list[str]:
-    """'field: recorded -> planned' for every field whose value differs (missing counts as a difference)."""
-    a, b = flatten(recorded), flatten(planned)
-    missing = "<absent>"
-    return [f"{k}: {a.get(k, missing)!r} -> {b.get(k, missing)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k, missing) != b.get(k, missing)]
-
-
-def _read_json(path: pathlib.Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable ({e}); move the run folder away to redo it") from None
 
 
 def run_status(run_dir: str | pathlib.Path, planned_config: dict) -> RunStatus:
