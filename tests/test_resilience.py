@@ -186,3 +186,22 @@ def test_sigterm_then_sigkill_resume_to_the_uninterrupted_result(data_dir, tmp_p
     logged = [json.loads(ln) for ln in (victim / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in logged if r["split"] == "train"]
     assert train_steps == sorted(set(train_steps)) == list(range(1, 25))  # one line per step, no replays
+
+
+def test_a_disk_that_fills_while_writing_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    """The path behind the free-space check: orbax/tensorstore report a full disk as RESOURCE_EXHAUSTED
+    from a save (or a later wait); the unfinished folder goes and one OSError(ENOSPC) names the folder."""
+    import errno
+    from medtl_jax.checkpoint import RunCheckpoints
+    ckpts = RunCheckpoints(tmp_path)
+    manager = ckpts._managers["latest"]
+
+    def full_disk(step, args, force):
+        (tmp_path / "checkpoints" / "latest" / f"{step}.orbax-checkpoint-tmp").mkdir(parents=True)
+        raise ValueError('RESOURCE_EXHAUSTED: Error writing "params.x/0": No space left on device')
+
+    monkeypatch.setattr(manager, "save", full_disk)
+    with pytest.raises(OSError, match=r"no space left on the device of .*checkpoints.*filled up") as err:
+        ckpts.save("latest", 3, {"w": np.zeros(4, np.float32)}, {"epoch": 0})
+    assert err.value.errno == errno.ENOSPC
+    assert not list((tmp_path / "checkpoints").rglob("*orbax-checkpoint-tmp*"))
