@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medtl_jax.models.conv import conv2d
-from medtl_jax.models.depthwise import depthwise_conv_same
+from medtl_jax.models.layers.conv import conv2d
+from medtl_jax.models.layers.depthwise import depthwise_conv_same
 from timing import median_seconds
 
 # (label, input side, in channels, out channels, kernel, stride, padding, count) of ResNet-18 at 64 px.

@@ -6,7 +6,7 @@
 Each case is `model@size` (`resnet18_cifar@28` = the CIFAR-style 3x3 stem of the MedMNIST "(28)" rows).
 Both sides run a full step (forward in train mode, softmax cross-entropy, backward, SGD momentum 0.9 update)
 on the same random batch of `--batch` images with 2 classes, after warm-up; each figure is the median over
-`--repeats` steps. The Flax side is `medtl_jax.train.make_train_step` itself (one jit-compiled,
+`--repeats` steps. The Flax side is `medtl_jax.train.trainer.make_train_step` itself (one jit-compiled,
 donated step over a 1-device mesh), so what is measured is what a run gets; its compile time is printed.
 The input pipeline (grain, the synthetic 'default' dataset resized to the case's size) is timed on its own,
 so it can be compared with the step rates. `--plain_xla` measures the baseline without the fast convolution
@@ -36,8 +36,9 @@ def _parse(case: str) -> tuple[str, str, int]:
 
 def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
     """(img/s, compile seconds) of the trainer's jitted train step."""
-    from medtl_jax import parallel, train
-    from medtl_jax.classification_run import RunParts
+    from medtl_jax.runtime import parallel
+    from medtl_jax.train import trainer as train
+    from medtl_jax.train.classification_run import RunParts
     from medtl_jax.models import build_classifier
     from medtl_jax.tasks import make_task
 
@@ -75,7 +76,7 @@ def use_plain_xla_convolutions() -> None:
     """The 'before' baseline: every convolution through `lax.conv_general_dilated` (no im2col path for
     small maps, depthwise as a grouped convolution), as a plain Flax model would run."""
     from jax import lax
-    from medtl_jax.models import conv, depthwise
+    from medtl_jax.models.layers import conv, depthwise
 
     def grouped(x, kernel, stride, padding):
         return lax.conv_general_dilated(x, kernel, (stride, stride), padding, feature_group_count=x.shape[-1],
@@ -119,7 +120,7 @@ def torch_step(name: str, stem: str, size: int, batch: int, repeats: int) -> flo
 def pipeline_rate(size: int, batch: int, steps: int = 20) -> float:
     """img/s of the training input pipeline (augmenting) on the synthetic 'default' dataset at `size`."""
     from medtl_jax.data import load_data
-    from medtl_jax.data.pipeline import Augment, Preprocess, as_iterator, train_batches
+    from medtl_jax.data.pipeline.batches import Augment, Preprocess, as_iterator, train_batches
     data = load_data({"name": "synthetic", "subset": "default"})
     pre = Preprocess(size, (0.5,) * 3, (0.5,) * 3)
     ds = train_batches(data.sources["train"], batch_size=batch, seed=0, epoch=0, preprocess=pre, augment=Augment())

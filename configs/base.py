@@ -23,7 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.manual_dir = config_dict.placeholder(str)  # folder with <subset>.npz ($MEDTL_MEDMNIST_DIR)
     c.data.data_dir = config_dict.placeholder(str)    # TFDS folder ($MEDTL_DATA_DIR, ~/.cache/medtl_jax/tfds)
     c.data.val_count = -1               # segmentation folders: training images held out for validation; -1 = default
-    # Training subsets (medtl_jax/data/training_subset.py): sites first, then a nested stratified fraction.
+    # Training subsets (medtl_jax/data/subsets/training_subset.py): sites first, then a nested stratified fraction.
     c.data.train_fraction = 1.0         # share of training examples (images for segmentation) used, per class
     c.data.fraction_seed = 0            # which subset; independent of c.seed, so seeds vary training only
     c.data.train_sites = ()             # site names or ids for training AND validation; () = all; test stays whole
@@ -51,7 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.task.ordinal_head = "coral"       # ordinal datasets: 'coral' (rank-consistent K-1 logits) | 'dense' (softmax)
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.imbalance = "none"           # medtl_jax.tasks.losses.IMBALANCE_STRATEGIES (e.g. 'focal', 'balanced_sampling')
+    c.loss.imbalance = "none"           # medtl_jax.tasks.classification.losses.IMBALANCE_STRATEGIES (e.g. 'focal', 'balanced_sampling')
     c.loss.focal_gamma = 2.0
     c.loss.focal_alpha = "none"         # focal's class weights: 'none' | 'inverse' | 'effective_number'
     c.loss.cb_beta = 0.999              # class-balanced loss: effective-number beta

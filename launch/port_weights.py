@@ -95,7 +95,7 @@ def port(spec: str, out_dir: str, *, weights_file: str | None = None,
     import jax.numpy as jnp
     from flax import serialization
 
-    from medtl_jax.atomic_io import write_bytes_atomic
+    from medtl_jax.runtime.atomic_io import write_bytes_atomic
     from medtl_jax.models import build_classifier, get_spec
     from medtl_jax.weights import IGNORED_SUFFIXES
     from medtl_jax.weights.store import merge_pretrained, source_file, weights_dir

@@ -42,17 +42,17 @@ def main(argv: list[str]) -> None:
     del argv
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file operation at INFO
-    from medtl_jax.cli_errors import user_errors
+    from medtl_jax.runtime.cli_errors import user_errors
     with user_errors(_DEBUG.value):
         print(_predict().line())
 
 
 def _predict():
     """Inputs listed and --out checked first (no model loaded yet), then the run restored and applied."""
-    from medtl_jax.data.image_files import DicomOptions
-    from medtl_jax.prediction import check_writable, predict_inputs
-    from medtl_jax.prediction_inputs import list_inputs
-    from medtl_jax.prediction_model import load_run
+    from medtl_jax.data.ingest.image_files import DicomOptions
+    from medtl_jax.inference.prediction import check_writable, predict_inputs
+    from medtl_jax.inference.prediction_inputs import list_inputs
+    from medtl_jax.inference.prediction_model import load_run
 
     out = pathlib.Path(_OUT.value)
     dicom = DicomOptions(window=_DICOM_WINDOW.value) if _DICOM_WINDOW.value else None

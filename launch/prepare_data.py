@@ -8,7 +8,7 @@ r"""Bring your own data: an image folder, a CSV manifest or a DICOM folder -> a 
 
 Layouts: folder / dicom = root/<class>/**/<image> (the class is the sub-folder name; dicom keeps only
 DICOM files); csv = one row per image with path, label (or --label_columns for multi-label 0/1
-columns), optional patient_id, site, split, frame and metadata columns (medtl_jax.data.manifest).
+columns), optional patient_id, site, split, frame and metadata columns (medtl_jax.data.ingest.manifest).
 DICOM: modality LUT, header VOI (or --window lung|mediastinum|soft_tissue|bone|brain; bone is C 400 /
 W 1800), MONOCHROME1 inverted, --frame K or 'expand' (one example per frame), colour to RGB.
 Splits: the CSV's split column, else grouped by patient and stratified by label (seeded).
@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from medtl_jax.data import dataset_summary
-from medtl_jax.data.dicom import WINDOW_PRESETS, UnreadableImageError
-from medtl_jax.data.prepare_custom import PrepareOptions, prepare_custom
+from medtl_jax.data.ingest import dataset_summary
+from medtl_jax.data.ingest.dicom import WINDOW_PRESETS, UnreadableImageError
+from medtl_jax.data.ingest.prepare_custom import PrepareOptions, prepare_custom
 
 
 def _frame(text: str) -> int | str:

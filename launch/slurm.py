@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 from launch.tpu_pod import check_override, check_shared_workdir, train_argv
-from medtl_jax.atomic_io import write_text_atomic
+from medtl_jax.runtime.atomic_io import write_text_atomic
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}")  # minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS

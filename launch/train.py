@@ -21,7 +21,7 @@ processes with two devices each:
         --coordinator_address=localhost:12355 --num_processes=2 --process_id=0   # and =1 in a second shell
 
 Under SLURM (more than one task) or on a multi-host Cloud TPU the processes find each other without
-these flags (see medtl_jax/distributed.py). Only process 0 writes results and prints the summary.
+these flags (see medtl_jax/runtime/distributed.py). Only process 0 writes results and prints the summary.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from medtl_jax.cli_errors import DEBUG_ENV, debug_requested, one_line, user_errors
+from medtl_jax.runtime.cli_errors import DEBUG_ENV, debug_requested, one_line, user_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally 'path.py:args'.",
                                           lock_config=True)
@@ -99,7 +99,7 @@ def _check_config_file(argv: list[str]) -> None:
 
 def _bad_override(argv: list[str]) -> str | None:
     """The first --config.x.y override whose path does not exist in the config file's ConfigDict."""
-    from medtl_jax.config_checks import flat_keys
+    from medtl_jax.config.validate import flat_keys
     config = _load_config_file(argv)
     if config is None:
         return None
@@ -127,14 +127,14 @@ def _get_config(spec: str):
 
 
 def _unknown_field(argv: list[str], field: str) -> str:
-    from medtl_jax.config_checks import unknown_field_message
+    from medtl_jax.config.validate import unknown_field_message
     return unknown_field_message(_load_config_file(argv), field)
 
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every file operation at INFO
-    from medtl_jax import distributed  # imports JAX but starts no backend
+    from medtl_jax.runtime import distributed  # imports JAX but starts no backend
     with user_errors(debug=_DEBUG.value):
         if len(argv) > 1:
             raise ValueError(f"unexpected argument(s) {' '.join(argv[1:])!r}: every option is --name=value "
@@ -143,8 +143,8 @@ def main(argv: list[str]) -> None:
         # before anything else touches JAX
         distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, device_ids)
         print(distributed.describe(), file=sys.stderr, flush=True)  # INFO logs are muted above
-        from medtl_jax.preemption import Preempted
-        from medtl_jax.train import NonFiniteLossError, train_and_evaluate
+        from medtl_jax.runtime.preemption import Preempted
+        from medtl_jax.train.trainer import NonFiniteLossError, train_and_evaluate
         try:
             results = train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                          allow_config_change=tuple(_ALLOW_CHANGE.value))

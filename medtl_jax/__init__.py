@@ -1,0 +1,28 @@
+"""medtl-jax: transfer learning for medical imaging in JAX/Flax.
+
+The package is layered; each folder imports only the folders above it in this list
+(tests/test_layers.py checks it):
+
+  runtime/    atomic writes, downloads, multi-process start-up, mesh and shardings, preemption (SIGTERM,
+              Ctrl-C), orbax checkpoints, metric logs, the run folder's files, one-line CLI errors
+  models/     backbones, one file per family (resnet, vgg, alexnet, densenet, inception, efficientnet,
+              efficientnet_lite, cbr), the registry (MODELS), depth stages, the U-Net/FCN segmenter;
+              layers/ holds what families share (fast convolutions, pooling, the classifier head)
+  weights/    foreign checkpoints -> flax variables (torch .pth without torch, Keras .h5), one name map per
+              family, the weight store, init sources, gray-input stem folding (channels, model_input)
+  data/       types (DataInfo, DataBundle) and the registry (DATASETS, load_data); sources/ (MedMNIST,
+              synthetic, segmentation folders, users' datasets), pipeline/ (grain batches, patches,
+              balanced sampling), subsets/ (fractions, sites), ingest/ (image files, DICOM, manifests,
+              grouped splits, prepare_custom)
+  tasks/      classification/ (task, ordinal CORAL, imbalance losses, metrics, eval loop) and
+              segmentation/ (task, Dice/IoU/HD95, sliding-window inference)
+  transfer/   init modes and parameter partitions (modes), the optimizer and schedule (optimizer)
+  config/     the one validation pass over a config (validate)
+  train/      the trainer, its classification/segmentation parts, one run's report.md
+  inference/  restore a finished run, predict files and folders, Grad-CAM, cross-site evaluation
+  sweep/      sweep specs, planning, status of run folders, the subprocess runner
+  report/     study reports over a sweep folder: tables, statistics, figures
+
+Add a backbone in models/ (+ its name map in weights/), a dataset in data/sources/, a head or loss in
+tasks/, a transfer mode in transfer/, a report figure in report/.
+"""

@@ -58,7 +58,8 @@ def run_steps(config, n_steps: int, out: pathlib.Path, precision: str) -> None:
     """The first `n_steps` steps of epoch 0, exactly as train_and_evaluate runs them (or in float64)."""
     import jax
     import jax.numpy as jnp
-    from medtl_jax import parallel, train
+    from medtl_jax.runtime import parallel
+    from medtl_jax.train import trainer as train
     if precision == "float64":
         jax.config.update("jax_enable_x64", True)
     s = train.make_setup(config)
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--process_id", type=int)
     args = parser.parse_args(argv)
 
-    from medtl_jax import distributed
+    from medtl_jax.runtime import distributed
     address = f"localhost:{args.port}" if args.port else None
     joined = distributed.maybe_initialize(address, args.num_processes, args.process_id)
     assert joined == (address is not None), joined

@@ -15,10 +15,12 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from medtl_jax.data import builder_base, input_conflicts, manifest, medmnist, npz_files
-from medtl_jax.data.custom_dataset import dataset_dir
-from medtl_jax.data.medmnist_info import MEDMNIST_2D
-from medtl_jax.data.prepare_custom import PrepareOptions, prepare_custom
+from medtl_jax.data.sources import builder_base, medmnist, npz_files
+
+from medtl_jax.data.ingest import input_conflicts, manifest
+from medtl_jax.data.sources.custom_dataset import dataset_dir
+from medtl_jax.data.sources.medmnist_info import MEDMNIST_2D
+from medtl_jax.data.ingest.prepare_custom import PrepareOptions, prepare_custom
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

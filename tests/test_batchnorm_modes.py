@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from configs.base import base_config
-from medtl_jax import parallel, train
+from medtl_jax.runtime import parallel
+from medtl_jax.train import trainer as train
 
 
 @pytest.fixture(scope="module")

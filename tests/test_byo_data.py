@@ -10,10 +10,11 @@ import PIL.Image
 import pytest
 
 from launch import prepare_data
-from medtl_jax.data import image_files, manifest, registry, splits
-from medtl_jax.data.custom_dataset import dataset_dir
-from medtl_jax.data.image_files import UnreadableImageError
-from medtl_jax.data.prepare_custom import PrepareOptions, prepare_custom
+from medtl_jax.data import registry
+from medtl_jax.data.ingest import image_files, manifest, splits
+from medtl_jax.data.sources.custom_dataset import dataset_dir
+from medtl_jax.data.ingest.image_files import UnreadableImageError
+from medtl_jax.data.ingest.prepare_custom import PrepareOptions, prepare_custom
 
 
 def _png(path: pathlib.Path, value: int, size=(16, 16), mode="L", seed=0) -> np.ndarray:

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from medtl_jax.models import MODELS, build_classifier, cbr
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights import apply_name_map, bn_rows, conv_rows
 
 torch = pytest.importorskip("torch")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import MODELS, NORMALIZATION, build_classifier
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.models.resnet import resnet18
 from medtl_jax.weights.channels import STEM_KERNELS, STEM_OFFSETS, fold_input_channels, gray_normalization
 

@@ -8,7 +8,7 @@ import pytest
 from configs import default as default_config
 from configs import medmnist as medmnist_config
 from configs.base import base_config
-from medtl_jax.config_checks import flat_keys, unknown_field_message, validate_config
+from medtl_jax.config.validate import flat_keys, unknown_field_message, validate_config
 from tests.conftest import REPO_ROOT
 
 

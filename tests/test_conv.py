@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from medtl_jax.models.conv import Conv2D, conv2d, uses_im2col
+from medtl_jax.models.layers.conv import Conv2D, conv2d, uses_im2col
 
 
 def _reference(x, kernel, stride, padding):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import densenet
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights import store
 from medtl_jax.weights.torchvision_densenet import convert_densenet, densenet_name_map, uses_legacy_keys
 

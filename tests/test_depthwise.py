@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from medtl_jax.models.depthwise import (DepthwiseConv, depthwise_conv_padded, depthwise_conv_same,
+from medtl_jax.models.layers.depthwise import (DepthwiseConv, depthwise_conv_padded, depthwise_conv_same,
                                        same_padding, symmetric_padding)
 
 

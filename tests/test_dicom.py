@@ -9,8 +9,8 @@ import pytest
 pydicom = pytest.importorskip("pydicom")
 from pydicom.data import get_testdata_file  # noqa: E402
 
-from medtl_jax.data import dicom, image_files  # noqa: E402
-from medtl_jax.data.image_files import DicomOptions, UnreadableImageError  # noqa: E402
+from medtl_jax.data.ingest import dicom, image_files  # noqa: E402
+from medtl_jax.data.ingest.image_files import DicomOptions, UnreadableImageError  # noqa: E402
 
 
 def _file(name: str) -> str:

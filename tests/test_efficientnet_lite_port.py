@@ -8,7 +8,7 @@ from PIL import Image
 
 from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.models.efficientnet_lite import efficientnet_lite0
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0, efficientnet_lite0_name_map
 from medtl_jax.weights.torch_pickle import load_torch_state_dict
 

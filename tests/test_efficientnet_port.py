@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import MODELS, efficientnet
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights import store
 from medtl_jax.weights.torchvision_efficientnet import convert_efficientnet, efficientnet_name_map
 

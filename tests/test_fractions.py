@@ -7,10 +7,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from medtl_jax.data.fractions import nested_fraction_indices, strata
+from medtl_jax.data.subsets.fractions import nested_fraction_indices, strata
 from medtl_jax.data.registry import DataBundle, DataInfo
-from medtl_jax.data.sites import values_by_index
-from medtl_jax.data.training_subset import SubsetSource, select_training_data
+from medtl_jax.data.subsets.sites import values_by_index
+from medtl_jax.data.subsets.training_subset import SubsetSource, select_training_data
 
 FRACTIONS = (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -142,8 +142,8 @@ def data_dir(tmp_path_factory):
 
 
 def test_train_fraction_shrinks_the_epoch_and_keeps_the_subset_labels(data_dir):
-    from medtl_jax import train
-    from medtl_jax.classification_run import train_labels
+    from medtl_jax.train import trainer as train
+    from medtl_jax.train.classification_run import train_labels
     from medtl_jax.data import load_data
     from tests.test_train import tiny_config
 

@@ -9,9 +9,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from medtl_jax import gradcam as G
+from medtl_jax.inference import gradcam as G
 from medtl_jax.models import build_classifier
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 
 
 def _random_variables(model, x, seed=0):

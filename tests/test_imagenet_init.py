@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from medtl_jax import train
+from medtl_jax.train import trainer as train
 from medtl_jax.weights.store import load_pretrained
 from tests.test_train import tiny_config
 

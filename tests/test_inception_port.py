@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import MODELS, build_classifier, inception
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights import store
 from medtl_jax.weights.torchvision_inception import (aux_key_names, convert_inception, inception_name_map,
                                                      skipped_keys)

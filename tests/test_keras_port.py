@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from medtl_jax.models import NORMALIZATION, get_spec  # noqa: E402
-from medtl_jax.models.heads import Classifier  # noqa: E402
+from medtl_jax.models.layers.heads import Classifier  # noqa: E402
 from medtl_jax.weights import keras_applications as ka  # noqa: E402
 
 pytest.importorskip("h5py", reason="reading Keras files needs h5py (pip install 'medtl-jax[port]')")

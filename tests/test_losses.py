@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.utils.class_weight import compute_class_weight
 
-from medtl_jax.tasks import losses
-from medtl_jax.tasks.classification import make_task
+from medtl_jax.tasks.classification import losses
+from medtl_jax.tasks.classification.task import make_task
 
 
 def _np_log_softmax(z):

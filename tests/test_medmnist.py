@@ -8,8 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from medtl_jax.data import load_data, medmnist, npz_files
-from medtl_jax.data.medmnist_info import MEDMNIST_2D
+from medtl_jax.data import load_data
+
+from medtl_jax.data.sources import medmnist, npz_files
+from medtl_jax.data.sources.medmnist_info import MEDMNIST_2D
 
 # ----------------------------------------------------------------------------------------------------
 # Metadata.

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from medtl_jax import metrics
+from medtl_jax.tasks.classification import metrics
 
 
 @pytest.fixture

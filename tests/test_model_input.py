@@ -7,8 +7,9 @@ import pytest
 from flax import serialization
 
 from configs.base import base_config
-from medtl_jax import model_input, train
-from medtl_jax.data.pipeline import Preprocess, Transform, collate
+from medtl_jax.weights import model_input
+from medtl_jax.train import trainer as train
+from medtl_jax.data.pipeline.batches import Preprocess, Transform, collate
 from medtl_jax.models import build_classifier, get_spec
 from medtl_jax.weights.init_source import load_init_variables
 from medtl_jax.weights.store import load_pretrained

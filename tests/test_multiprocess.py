@@ -1,7 +1,7 @@
 """Several processes, one run: 2 CPU processes on localhost (gloo collectives) train like 1 process.
 
 The subprocesses get their own device counts through XLA_FLAGS and join through
-`medtl_jax.distributed.maybe_initialize`; the synthetic data is built here first so they never race
+`medtl_jax.runtime.distributed.maybe_initialize`; the synthetic data is built here first so they never race
 to build it. The slow tests take about 2 minutes each on a 2-core machine (compilation dominates).
 """
 
@@ -16,7 +16,7 @@ import types
 import numpy as np
 import pytest
 
-from medtl_jax import distributed, parallel
+from medtl_jax.runtime import distributed, parallel
 from medtl_jax.data import load_data
 from tests.conftest import REPO_ROOT
 from tests.multiprocess_worker import tiny_config

@@ -3,7 +3,7 @@
 import pytest
 
 from configs.base import base_config
-from medtl_jax.optim import make_optimizer, make_schedule
+from medtl_jax.transfer.optimizer import make_optimizer, make_schedule
 
 
 def test_multistep_decays_at_milestone_epochs():

@@ -7,8 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from medtl_jax.models.heads import Classifier, CoralHead
-from medtl_jax.tasks import ordinal
+from medtl_jax.models.layers.heads import Classifier, CoralHead
+from medtl_jax.tasks.classification import ordinal
 
 
 class TinyBackbone(nn.Module):

@@ -5,7 +5,7 @@ import pytest
 
 from medtl_jax.data import (Augment, Preprocess, as_iterator, build_synthetic, eval_batches,
                             steps_per_epoch, train_batches)
-from medtl_jax.data.pipeline import epoch_order
+from medtl_jax.data.pipeline.batches import epoch_order
 
 PRE = Preprocess(input_size=8, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 

@@ -1,4 +1,4 @@
-"""launch.predict / medtl_jax.prediction: a trained run applied to image files, CSVs, folders and masks."""
+"""launch.predict / medtl_jax.inference.prediction: a trained run applied to image files, CSVs, folders and masks."""
 
 import csv
 import dataclasses
@@ -16,18 +16,22 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from medtl_jax import evaluate, parallel, train
-from medtl_jax.checkpoint import RunCheckpoints
+from medtl_jax.tasks.classification import evaluate
+
+from medtl_jax.runtime import parallel
+
+from medtl_jax.train import trainer as train
+from medtl_jax.runtime.checkpoint import RunCheckpoints
 from medtl_jax.data import load_data
 from medtl_jax.data.registry import DataInfo
-from medtl_jax.model_input import input_normalization
+from medtl_jax.weights.model_input import input_normalization
 from medtl_jax.models import get_spec
-from medtl_jax.optim import make_optimizer
-from medtl_jax.prediction import predict_inputs, unreadable_path
-from medtl_jax.prediction_inputs import list_inputs
-from medtl_jax.prediction_model import load_run
-from medtl_jax.segmentation_run import segmentation_model
-from medtl_jax.transfer import wrap_optimizer
+from medtl_jax.transfer.optimizer import make_optimizer
+from medtl_jax.inference.prediction import predict_inputs, unreadable_path
+from medtl_jax.inference.prediction_inputs import list_inputs
+from medtl_jax.inference.prediction_model import load_run
+from medtl_jax.train.segmentation_run import segmentation_model
+from medtl_jax.transfer.modes import wrap_optimizer
 from tests.test_train import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -138,7 +142,7 @@ def test_unwritable_out_fails_before_any_inference(tiny_run, loaded, tmp_path, m
 
 def test_dicom_folder_with_suffixless_files(loaded, tmp_path):
     from pydicom.data import get_testdata_file
-    from medtl_jax.data.image_files import read_image
+    from medtl_jax.data.ingest.image_files import read_image
     source = pathlib.Path(get_testdata_file("CT_small.dcm"))
     (tmp_path / "series" / "s1").mkdir(parents=True)
     (tmp_path / "series" / "s1" / "IM0001").write_bytes(source.read_bytes())  # DICOM without a suffix

@@ -12,9 +12,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from medtl_jax import cli_errors
-from medtl_jax.prediction import check_writable, csv_text
-from medtl_jax.prediction_inputs import list_inputs, read_csv_table
+from medtl_jax.runtime import cli_errors
+from medtl_jax.inference.prediction import check_writable, csv_text
+from medtl_jax.inference.prediction_inputs import list_inputs, read_csv_table
 from medtl_jax.weights.init_source import check_init
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from configs.base import base_config
 from launch import report as report_cli
-from medtl_jax.metrics import classification_report
+from medtl_jax.tasks.classification.metrics import classification_report
 from medtl_jax.report.collect import collect
 from medtl_jax.report.study_report import ReportOptions, build_report
 from tests.segmentation_folders_fixture import write_seg_folder
@@ -390,7 +390,7 @@ def test_reliability_bins_equal_a_hand_count():
 @pytest.mark.slow  # ~2 min on one shared core: builds the tiny dataset and trains an epoch
 def test_gradcam_on_a_tiny_trained_run(tmp_path):
     """One real run (1 epoch, tiny synthetic 32 px): the report rebuilds it and draws Grad-CAM overlays."""
-    from medtl_jax import train
+    from medtl_jax.train import trainer as train
     from tests.test_train import tiny_config
     config = tiny_config(str(tmp_path / "tfds"), **{"train.epochs": 1})
     train.train_and_evaluate(config, tmp_path / "sweep" / "run0")

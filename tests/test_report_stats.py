@@ -5,7 +5,7 @@ import pytest
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
-from medtl_jax.metrics import auc as task_auc
+from medtl_jax.tasks.classification.metrics import auc as task_auc
 from medtl_jax.report import stats
 
 

@@ -13,7 +13,9 @@ import jax
 import numpy as np
 import pytest
 
-from medtl_jax import parallel, train
+from medtl_jax.runtime import parallel
+
+from medtl_jax.train import trainer as train
 from medtl_jax.data import load_data
 from tests.test_train import _first_batches, tiny_config
 
@@ -66,7 +68,7 @@ def test_bf16_compute_keeps_float32_parameters_and_learns(data_dir):
 
 def _saved_states_are_finite(workdir, like) -> list[int]:
     """Steps of every checkpoint in the run folder, after checking that each holds only finite numbers."""
-    from medtl_jax.checkpoint import RunCheckpoints
+    from medtl_jax.runtime.checkpoint import RunCheckpoints
     steps = []
     for which in ("latest", "best"):
         restored = RunCheckpoints(workdir).restore(which, like)
@@ -105,7 +107,7 @@ def test_divergence_before_any_checkpoint_says_so(data_dir, tmp_path):
 
 
 def test_resuming_with_another_model_names_the_checkpoint(data_dir, tmp_path):
-    from medtl_jax.checkpoint import RunCheckpoints
+    from medtl_jax.runtime.checkpoint import RunCheckpoints
     config = tiny_config(data_dir)
     s = train.make_setup(config)
     ckpts = RunCheckpoints(tmp_path)
@@ -192,7 +194,7 @@ def test_a_disk_that_fills_while_writing_leaves_no_partial_checkpoint(tmp_path, 
     """The path behind the free-space check: orbax/tensorstore report a full disk as RESOURCE_EXHAUSTED
     from a save (or a later wait); the unfinished folder goes and one OSError(ENOSPC) names the folder."""
     import errno
-    from medtl_jax.checkpoint import RunCheckpoints
+    from medtl_jax.runtime.checkpoint import RunCheckpoints
     ckpts = RunCheckpoints(tmp_path)
     manager = ckpts._managers["latest"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import build_classifier, resnet
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.weights.torchvision_resnet import convert_resnet, resnet_name_map
 
 torch = pytest.importorskip("torch")

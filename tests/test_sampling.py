@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from medtl_jax.data import sampling
+from medtl_jax.data.pipeline import sampling
 
 
 @pytest.fixture

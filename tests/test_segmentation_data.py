@@ -6,9 +6,9 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from medtl_jax.data import segmentation_folders as sf
-from medtl_jax.data import segmentation_pipeline as sp
-from medtl_jax.data.pipeline import as_iterator
+from medtl_jax.data.sources import segmentation_folders as sf
+from medtl_jax.data.pipeline import segmentation as sp
+from medtl_jax.data.pipeline.batches import as_iterator
 from tests.conftest import shared_data_dir
 
 RAW = sp.SegPreprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # image = uint8 / 255

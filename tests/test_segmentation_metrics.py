@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from sklearn import metrics as skm
 
-from medtl_jax import segmentation_metrics as sm
+from medtl_jax.tasks.segmentation import metrics as sm
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medtl_jax.tasks.segmentation import SEGMENTATION_LOSSES, SegmentationTask
+from medtl_jax.tasks.segmentation.task import SEGMENTATION_LOSSES, SegmentationTask
 
 B, H, W = 2, 5, 6
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medtl_jax.sliding_window import sliding_window_predict, window_starts, window_weights
+from medtl_jax.tasks.segmentation.sliding_window import sliding_window_predict, window_starts, window_weights
 
 
 def pointwise(batch):

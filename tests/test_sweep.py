@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from launch import sweep as sweep_cli
-from medtl_jax.atomic_io import write_json_atomic
+from medtl_jax.runtime.atomic_io import write_json_atomic
 from medtl_jax.sweep import Grid, Runs, Sweep, load_sweep, make_plan
 from medtl_jax.sweep.naming import run_name, unique_names
 from medtl_jax.sweep.runner import SweepConfigChanged, run_plan
@@ -197,9 +197,9 @@ def test_dry_run_statuses_skip_finished_and_refuse_changed_configs(tmp_path, cap
 
 def test_predictions_carry_the_site_of_each_example(tmp_path):
     """The evaluator writes 'site' next to index/labels/scores (train_sites restricts validation only)."""
-    from medtl_jax import train
+    from medtl_jax.train import trainer as train
     from medtl_jax.data import load_data
-    from medtl_jax.data.sites import record_values
+    from medtl_jax.data.subsets.sites import record_values
     from tests.test_train import tiny_config
 
     over = {k: v for k, v in TINY.items() if k.split(".")[0] in ("model", "train")}
@@ -250,7 +250,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.slow  # about 25-50 s on a busy 2-core CPU: two trainer processes
 def test_real_tiny_sweep_trains_two_runs_and_skips_them_on_rerun(tmp_path):
     from medtl_jax.data import load_data
-    from medtl_jax.data.sites import record_values
+    from medtl_jax.data.subsets.sites import record_values
     from tests.test_train import tiny_config
 
     data_dir = str(tmp_path / "tfds")

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from medtl_jax.data import load_data, synthetic
+from medtl_jax.data import load_data
+
+from medtl_jax.data.sources import synthetic
 
 SPLITS = ("train", "validation", "test")
 

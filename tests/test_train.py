@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medtl_jax import parallel, train
+from medtl_jax.runtime import parallel
+
+from medtl_jax.train import trainer as train
 from medtl_jax.models import build_classifier
 from tests.multiprocess_worker import tiny_config  # the shared tiny recipe (import-light for the worker)
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from medtl_jax.cli_errors import debug_requested
+from medtl_jax.runtime.cli_errors import debug_requested
 from tests.test_resilience import _start_and_signal, data_dir  # noqa: F401 - the tiny dataset fixture
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

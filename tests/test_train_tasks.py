@@ -4,8 +4,10 @@ import numpy as np
 import jax
 import pytest
 
-from medtl_jax import parallel, train
-from medtl_jax.cross_evaluate import evaluate_on
+from medtl_jax.runtime import parallel
+
+from medtl_jax.train import trainer as train
+from medtl_jax.inference.cross_evaluate import evaluate_on
 from medtl_jax.models.stages import stage_of
 from tests.segmentation_folders_fixture import write_seg_folder
 from tests.test_train import _first_batches, tiny_config

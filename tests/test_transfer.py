@@ -11,10 +11,10 @@ import pytest
 from flax import traverse_util
 
 from configs.base import base_config
-from medtl_jax import transfer
+from medtl_jax.transfer import modes as transfer
 from medtl_jax.models import MODELS, build_classifier
 from medtl_jax.models import stages
-from medtl_jax.optim import make_optimizer
+from medtl_jax.transfer.optimizer import make_optimizer
 
 
 def transfer_cfg(mode="finetune", freeze_stages=0, layer_decay=1.0, bn="train", transfusion_stages=0):

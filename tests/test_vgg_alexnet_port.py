@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from medtl_jax.models import alexnet, build_classifier, vgg
-from medtl_jax.models.heads import Classifier
-from medtl_jax.models.pooling import adaptive_avg_pool
+from medtl_jax.models.layers.heads import Classifier
+from medtl_jax.models.layers.pooling import adaptive_avg_pool
 from medtl_jax.weights import store
 from medtl_jax.weights.torchvision_vgg import convert_alexnet, convert_vgg, fc6_columns_to_hwc
 

@@ -27,7 +27,7 @@ to the published 100-epoch 0.717 / 0.524 and 0.726 / 0.528 (RetinaMNIST's 400 te
 noise). Published PneumoniaMNIST ResNet-18 (28): 0.944 / 0.854 (other rows: Table 3 of Yang et al. 2023).
 """
 
-from medtl_jax.data.medmnist_info import MEDMNIST_2D
+from medtl_jax.data.sources.medmnist_info import MEDMNIST_2D
 from medtl_jax.sweep import Grid, Sweep, parse_sweep_args
 
 DEFAULTS = {"dataset": "pneumoniamnist"}

@@ -46,8 +46,8 @@ Lite0 stays near chance in 2 epochs (ImageNet 0.637 ± 0.002, so the cross-site 
 0.56, A->B 0.52) while CBR-Tiny reaches 0.930 ± 0.005; add `size=64` for a meaningful synthetic study.
 """
 
-from medtl_jax.data.medmnist_info import MEDMNIST_2D
-from medtl_jax.data.synthetic import VARIANTS
+from medtl_jax.data.sources.medmnist_info import MEDMNIST_2D
+from medtl_jax.data.sources.synthetic import VARIANTS
 from medtl_jax.sweep import Grid, Sweep, parse_sweep_args
 
 DEFAULTS = {"dataset": "synthetic", "size": 0}

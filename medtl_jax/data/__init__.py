@@ -9,12 +9,12 @@ Modules: medmnist_info (metadata table), npz_files (find/download/check .npz), m
 (TFDS builders), builder_base (what the builders share), registry (DATASETS, load_data), pipeline.
 """
 
-from medtl_jax.data.medmnist import build_medmnist
-from medtl_jax.data.medmnist_info import MEDMNIST_2D, SubsetInfo
-from medtl_jax.data.pipeline import (Augment, Preprocess, as_iterator, eval_batches,
+from medtl_jax.data.sources.medmnist import build_medmnist
+from medtl_jax.data.sources.medmnist_info import MEDMNIST_2D, SubsetInfo
+from medtl_jax.data.pipeline.batches import (Augment, Preprocess, as_iterator, eval_batches,
                                      steps_per_epoch, train_batches)
 from medtl_jax.data.registry import DATASETS, DataBundle, DataInfo, load_data
-from medtl_jax.data.synthetic import build_synthetic
+from medtl_jax.data.sources.synthetic import build_synthetic
 
 __all__ = [
     "Augment", "DATASETS", "DataBundle", "DataInfo", "MEDMNIST_2D", "Preprocess", "SubsetInfo",

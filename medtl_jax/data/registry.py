@@ -5,54 +5,16 @@ To add a dataset: write a loader `f(data_config) -> DataBundle` and add it to `D
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 from collections.abc import Callable
 from typing import Any
 
-from medtl_jax.data import builder_base, medmnist, synthetic
+from medtl_jax.data.sources import builder_base, custom_dataset, medmnist, segmentation_folders, synthetic
+from medtl_jax.data.types import SPLITS, DataBundle, DataInfo, config_value
 
 # MedMNIST's task names -> ours.
 MEDMNIST_TASKS = {"binary-class": "binary", "multi-class": "multiclass",
                   "ordinal-regression": "ordinal", "multi-label, binary-class": "multilabel"}
-SPLITS = ("train", "validation", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataInfo:
-    """What a dataset is: task kind, classes, image geometry and split sizes.
-
-    task: 'binary' | 'multiclass' | 'multilabel' | 'ordinal' | 'segmentation'. num_classes: 2 for binary
-    (and binary masks), the number of labels for multilabel. attributes: record keys holding a per-example group (e.g. 'site'),
-    for per-group evaluation.
-    """
-
-    name: str
-    task: str
-    num_classes: int
-    label_names: tuple[str, ...]
-    channels: int
-    image_size: int
-    splits: dict[str, int]
-    attributes: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass
-class DataBundle:
-    """A dataset ready to read: its DataInfo and one random-access source per split.
-
-    Records are dicts with 'image' uint8 HxWxC, 'label' (int, or int32 vector for multilabel),
-    'index' (position in the original file/split) and any `info.attributes`.
-    """
-
-    info: DataInfo
-    sources: dict[str, Any]
-
-
-def _get(config, key: str, default=None):
-    """config.key for a ConfigDict or a dict, `default` when absent or None."""
-    value = config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
-    return default if value is None else value
 
 
 def _sources(builder) -> dict[str, Any]:
@@ -65,10 +27,10 @@ def _split_counts(builder) -> dict[str, int]:
 
 def load_medmnist(config) -> DataBundle:
     """MedMNIST v2: config.subset, config.source_size (28/64/128/224), manual_dir, data_dir."""
-    subset, size = _get(config, "subset", "pneumoniamnist"), int(_get(config, "source_size", 28))
+    subset, size = config_value(config, "subset", "pneumoniamnist"), int(config_value(config, "source_size", 28))
     builder = medmnist.build_medmnist(
-        subset, size, data_dir=_get(config, "data_dir", builder_base.default_data_dir()),
-        manual_dir=_get(config, "manual_dir"))
+        subset, size, data_dir=config_value(config, "data_dir", builder_base.default_data_dir()),
+        manual_dir=config_value(config, "manual_dir"))
     meta = medmnist.subset_info(subset, size)
     task = MEDMNIST_TASKS[meta.task]
     info = DataInfo(name=f"medmnist/{subset}_{size}", task=task,
@@ -80,9 +42,9 @@ def load_medmnist(config) -> DataBundle:
 
 def load_synthetic(config) -> DataBundle:
     """SyntheticLesions: config.subset is the variant ('default' or 'tiny'); source_size is ignored."""
-    variant = _get(config, "subset", "default")
+    variant = config_value(config, "subset", "default")
     builder = synthetic.build_synthetic(
-        variant, data_dir=_get(config, "data_dir", builder_base.default_data_dir()))
+        variant, data_dir=config_value(config, "data_dir", builder_base.default_data_dir()))
     cfg = synthetic.VARIANTS[variant]
     info = DataInfo(name=f"synthetic/{variant}", task="binary", num_classes=2,
                     label_names=("normal", "lesion"), channels=1, image_size=cfg.size,
@@ -92,15 +54,13 @@ def load_synthetic(config) -> DataBundle:
 
 def load_segmentation_folders(config) -> DataBundle:
     """Image/mask folder pairs (DRIVE, CHASE_DB1, ISBI 2012, or the generic layout): see
-    medtl_jax.data.segmentation_folders."""
-    from medtl_jax.data import segmentation_folders
+    medtl_jax.data.sources.segmentation_folders."""
     return segmentation_folders.load_segmentation(config)
 
 
 def load_custom(config) -> DataBundle:
     """A dataset built by `python -m launch.prepare_data`: config.subset = its --name, data_dir = its
-    --data_dir; see medtl_jax.data.custom_dataset."""
-    from medtl_jax.data import custom_dataset
+    --data_dir; see medtl_jax.data.sources.custom_dataset."""
     return custom_dataset.load_custom(config)
 
 
@@ -117,7 +77,7 @@ DATASETS: dict[str, Callable[[Any], DataBundle]] = {
 
 def load_data(data_config) -> DataBundle:
     """Builds (once) and opens the dataset that `data_config.name` names."""
-    name = _get(data_config, "name")
+    name = config_value(data_config, "name")
     if name not in DATASETS:
         close = difflib.get_close_matches(str(name), list(DATASETS), n=3, cutoff=0.4)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from medtl_jax.models import alexnet, cbr, densenet, efficientnet, efficientnet_lite, inception, resnet, vgg
-from medtl_jax.models.heads import Classifier
+from medtl_jax.models.layers.heads import Classifier
 
 # Per-channel (mean, std) in [0, 1] pixel units, applied by the data pipeline as (x - mean) / std.
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {

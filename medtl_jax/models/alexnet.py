@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.pooling import adaptive_avg_pool
+from medtl_jax.models.layers.pooling import adaptive_avg_pool
 
 POOLED_SIZE = (6, 6)
 # torch's default Conv2d/Linear init (kaiming_uniform, a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).

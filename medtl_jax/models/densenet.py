@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.conv import Conv2D
+from medtl_jax.models.layers.conv import Conv2D
 
 from medtl_jax.models.resnet import batch_norm
 

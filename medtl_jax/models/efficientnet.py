@@ -42,7 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.depthwise import DepthwiseConv
+from medtl_jax.models.layers.depthwise import DepthwiseConv
 from medtl_jax.models.resnet import batch_norm
 
 # torchvision: kaiming_normal_(mode="fan_out") -> N(0, 2 / fan_out). In flax's (k, k, 1, C) depthwise

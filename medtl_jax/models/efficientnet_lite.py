@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.depthwise import DepthwiseConv
+from medtl_jax.models.layers.depthwise import DepthwiseConv
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ post-ReLU, so zero and -inf padding agree). Keras's 'caffe' input is BGR: ``inpu
 channel axis first, so the pipeline's per-channel normalisation ('caffe' in ``NORMALIZATION``) stays RGB.
 
 The backbone returns a dict of feature maps (``stem``, ``stage1`` .. ``stage4``), not logits; a head
-(``medtl_jax.models.heads``) or a decoder consumes them.
+(``medtl_jax.models.layers.heads``) or a decoder consumes them.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.conv import Conv2D
+from medtl_jax.models.layers.conv import Conv2D
 
 STEMS = ("imagenet", "cifar")
 VARIANTS = ("torchvision", "keras")

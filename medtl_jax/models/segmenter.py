@@ -26,8 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.conv import Conv2D
-from medtl_jax.models.heads import BN_MODES
+from medtl_jax.models.layers.conv import Conv2D
+from medtl_jax.models.layers.heads import BN_MODES
+from medtl_jax.models import get_spec
 
 DECODERS = ("unet", "fcn")
 # Feature-dict keys that are not spatial maps of the image (vectors stored as [B, 1, 1, D]).
@@ -54,7 +55,6 @@ def resize_to(x: jax.Array, height: int, width: int) -> jax.Array:
 
 class ConvBlock(nn.Module):
     """Two 3x3 conv -> BatchNorm -> ReLU layers (the U-Net decoder unit)."""
-
     features: int
     dtype: Any = jnp.float32
 
@@ -168,7 +168,6 @@ def build_segmenter(name: str, num_outputs: int, decoder: str = "unet", dtype: A
                     backbone_bn: str = "train", **kwargs: Any) -> Segmenter:
     """``Segmenter`` over the registered backbone ``name`` (``models.get_spec``); extra keyword
     arguments (``decoder_channels``, ``fcn_skips``) go to ``Segmenter``."""
-    from medtl_jax.models import get_spec  # lazy: lets the registry import this module if it wants
 
     backbone = get_spec(name).build_backbone(dtype=dtype)
     return Segmenter(backbone, num_outputs, decoder=decoder, dtype=dtype, backbone_bn=backbone_bn,

@@ -1,6 +1,6 @@
 """Depth stages of every registered backbone: which top-level backbone parameters form which stage.
 
-Transfer modes (``medtl_jax.transfer``) freeze, re-scale or re-initialise a backbone by depth. They
+Transfer modes (``medtl_jax.transfer.modes``) freeze, re-scale or re-initialise a backbone by depth. They
 need one shared answer to "how deep is this parameter?", written here as a plain table per family:
 an ordered list of ``(stage_name, regex)`` over the backbone's top-level submodule names, shallowest
 (stem) first and deepest last. Each regex is matched in full against a name such as ``'layer2_1'``.

@@ -14,7 +14,7 @@ Feature dict (a ``collections.OrderedDict``, so its order survives ``jit``):
 Ending on 'pre_logits' makes the ``Classifier``'s global average pool the identity and its ``head``
 exactly fc8, so fine-tuning keeps the pretrained fc6/fc7, as VGG transfer in the literature does.
 Inputs need a side of at least 32 (five halvings); maps smaller than 7x7 are stretched by the
-torch-exact adaptive pool (``medtl_jax.models.pooling``).
+torch-exact adaptive pool (``medtl_jax.models.layers.pooling``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medtl_jax.models.pooling import adaptive_avg_pool
+from medtl_jax.models.layers.pooling import adaptive_avg_pool
 from medtl_jax.models.resnet import batch_norm, conv_init
 
 WIDTHS = (64, 128, 256, 512, 512)

@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 
-from medtl_jax.metrics import auc as task_auc
+from medtl_jax.tasks.classification.metrics import auc as task_auc
 from medtl_jax.report import stats
 from medtl_jax.report.collect import Group, Sweep, short_key, sort_value
 

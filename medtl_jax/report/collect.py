@@ -25,7 +25,7 @@ SKIP_DIRS = {"checkpoints", "tb", "report_files", "report"}
 
 @dataclasses.dataclass
 class Predictions:
-    """One split's per-example scores (medtl_jax.evaluate convention) with dataset indices, optional sites."""
+    """One split's per-example scores (medtl_jax.tasks.classification.evaluate convention) with dataset indices, optional sites."""
 
     index: np.ndarray
     labels: np.ndarray

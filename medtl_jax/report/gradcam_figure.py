@@ -15,6 +15,11 @@ import numpy as np
 from medtl_jax.report import plots
 from medtl_jax.report.analysis import GroupSummary
 from medtl_jax.report.collect import ordered_keys, short_key, sort_value
+from medtl_jax.inference.cross_evaluate import run_config
+from medtl_jax.data import load_data
+from medtl_jax.data.pipeline.batches import Transform, collate
+from medtl_jax.inference.gradcam import gradcam, overlay
+from medtl_jax.inference.prediction_model import load_run
 
 MAX_SCANNED = 500  # test records read to find positives and negatives
 
@@ -52,12 +57,6 @@ def _choose_indices(source, n: int, binary: bool) -> list[int]:
 
 def explain_run(run_path: pathlib.Path, n: int, indices: list[int] | None = None):
     """(test positions, display images uint8, overlays uint8 RGB, captions) of a run's best checkpoint."""
-    from medtl_jax.cross_evaluate import run_config
-    from medtl_jax.data import load_data
-    from medtl_jax.data.pipeline import Transform, collate
-    from medtl_jax.gradcam import gradcam, overlay
-    from medtl_jax.prediction_model import load_run
-
     data = load_data(run_config(run_path).data)  # the test images
     run = load_run(run_path, "best", num_devices=1)  # Grad-CAM runs unsharded; any machine can rebuild it
     source = data.sources["test"]

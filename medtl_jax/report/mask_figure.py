@@ -16,6 +16,8 @@ from medtl_jax.report import plots
 from medtl_jax.report.analysis import GroupSummary
 from medtl_jax.report.collect import ordered_keys, short_key
 from medtl_jax.report.gradcam_figure import pick_rows
+from medtl_jax.inference.cross_evaluate import run_config
+from medtl_jax.data import load_data
 
 
 def mask_overlay(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -44,9 +46,6 @@ def predicted_masks(path: pathlib.Path, n: int, threshold: float) -> tuple[list[
 
 def run_masks(run, n: int):
     """(panels, captions) of the first n validation images of a segmentation run."""
-    from medtl_jax.cross_evaluate import run_config
-    from medtl_jax.data import load_data
-
     config = run_config(run.path)
     ids, preds = predicted_masks(run.path / "predictions_val.npz", n, float(config.eval.threshold))
     source = load_data(config.data).sources["validation"]

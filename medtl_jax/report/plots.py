@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from medtl_jax.atomic_io import write_bytes_atomic  # noqa: E402
-from medtl_jax.metrics import MULTICLASS_KINDS  # noqa: E402
+from medtl_jax.runtime.atomic_io import write_bytes_atomic  # noqa: E402
+from medtl_jax.tasks.classification.metrics import MULTICLASS_KINDS  # noqa: E402
 
 DPI = 110
 

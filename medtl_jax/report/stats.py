@@ -24,7 +24,7 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from medtl_jax.metrics import MULTICLASS_KINDS, auc
+from medtl_jax.tasks.classification.metrics import MULTICLASS_KINDS, auc
 
 CHUNK_ELEMENTS = 4_000_000  # bootstrap weights are built in blocks of at most this many entries
 
@@ -176,7 +176,7 @@ def _columns(kind: str, labels: np.ndarray, scores: np.ndarray) -> list[tuple[np
 
 
 def weighted_macro_auc(kind: str, labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The task's AUC (medtl_jax.metrics.auc: macro over classes present) under each row of weights."""
+    """The task's AUC (medtl_jax.tasks.classification.metrics.auc: macro over classes present) under each row of weights."""
     cols = np.stack([weighted_auc(y, s, weights) for y, s in _columns(kind, labels, scores)])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN replicate (no class has both labels)

@@ -12,11 +12,13 @@ import numpy as np
 import scipy
 import sklearn
 
-from medtl_jax.atomic_io import write_text_atomic
+from medtl_jax.runtime.atomic_io import write_text_atomic
 from medtl_jax.report import analysis, csv_tables, plots, recipe
 from medtl_jax.report.analysis import fmt_mean_std
 from medtl_jax.report.collect import Sweep, collect, format_value, short_key, sort_value, split_parts
 from medtl_jax.report.stats import CORRECTION_NAMES, CORRECTIONS
+from medtl_jax.report.gradcam_figure import gradcam_section
+from medtl_jax.report.mask_figure import mask_section
 
 LABELS = {"auc": "AUC", "accuracy": "ACC", "balanced_accuracy": "balanced ACC", "sensitivity": "sensitivity",
           "specificity": "specificity", "f1": "F1", "ece": "ECE", "qwk": "QWK", "dice": "Dice", "iou": "IoU",
@@ -28,7 +30,6 @@ MAIN_METRICS = ("auc", "accuracy", "balanced_accuracy", "ece", "qwk", "dice", "i
 @dataclasses.dataclass
 class ReportOptions:
     """What the report computes: bootstrap replicates, correction, Grad-CAM images per model."""
-
     bootstrap: int = 1000
     correction: str = "holm"
     gradcam: int = 4
@@ -191,7 +192,6 @@ CAPTIONS = {"roc": "ROC curves (test split, lowest seed of each group)",
 @dataclasses.dataclass
 class Part:
     """One part of a sweep (or the whole sweep) analysed."""
-
     name: str | None
     sweep: Sweep
     summaries: list[analysis.GroupSummary]
@@ -233,8 +233,6 @@ def part_lines(part: Part, opts: ReportOptions, rel) -> list[str]:
 def image_figures(parts: list[Part], folder: pathlib.Path, n: int, rel, figs: dict) -> list[str]:
     """Grad-CAM overlays (classification) and predicted-vs-true masks (segmentation), from the first part
     that has such runs; adds the figures to `figs`."""
-    from medtl_jax.report.gradcam_figure import gradcam_section
-    from medtl_jax.report.mask_figure import mask_section
     lines = []
     for section, segmentation in ((gradcam_section, False), (mask_section, True)):
         part = next((p for p in parts if any((s.group.task == "segmentation") == segmentation

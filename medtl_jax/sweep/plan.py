@@ -22,6 +22,10 @@ from typing import Any
 from medtl_jax.sweep import naming
 from medtl_jax.sweep.resolve import cli_value, config_json, resolve_config, spec_args
 from medtl_jax.sweep.spec import ARG_PREFIX, Sweep
+from medtl_jax.models import MODELS
+from medtl_jax.weights.init_source import PRETRAINED_INITS
+from medtl_jax.config.validate import validate_config
+from medtl_jax.data.subsets.fractions import check_fraction
 
 SCHEMA_VERSION = 1
 
@@ -29,7 +33,6 @@ SCHEMA_VERSION = 1
 @dataclasses.dataclass
 class PlannedRun:
     """One run of the plan."""
-
     name: str
     overrides: dict[str, Any]  # the run's own overrides (what its name shows); ':key' = config-file argument
     parts: list[str]  # the sweep parts this run belongs to
@@ -42,7 +45,6 @@ class PlannedRun:
 @dataclasses.dataclass
 class Plan:
     """A sweep resolved for one output folder."""
-
     sweep: Sweep
     sweep_spec: str
     workdir: str
@@ -73,8 +75,6 @@ def _field_value(field: str, spec: str, config: dict) -> Any:
 
 def impossible_reason(config) -> str | None:
     """Why a resolved config cannot be trained whatever the data (None when it can)."""
-    from medtl_jax.models import MODELS
-    from medtl_jax.weights.init_source import PRETRAINED_INITS
     model = MODELS.get(config.model.name)
     if model is not None and config.model.init in PRETRAINED_INITS and not model.pretrained:
         return f"{config.model.name} has no pretrained weights (init={config.model.init!r})"
@@ -88,8 +88,6 @@ def train_command(config_spec: str, workdir: str, overrides: Mapping[str, Any], 
 
 
 def _validate(config, name: str) -> None:
-    from medtl_jax.config_checks import validate_config
-    from medtl_jax.data.fractions import check_fraction
     try:
         validate_config(config)
         check_fraction(config.data.train_fraction)

@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 
 from medtl_jax.sweep.spec import ARG_PREFIX
+from medtl_jax.config.validate import flat_keys, unknown_field_message
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -76,7 +77,6 @@ def _coerce(current: Any, value: Any, field: str) -> Any:
 def set_field(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
     """config.<field> = value, typed like the field; ValueError naming the field when it does not exist
     or the type does not fit."""
-    from medtl_jax.config_checks import flat_keys, unknown_field_message
     if field not in flat_keys(config):
         raise ValueError(f"sweep field: {unknown_field_message(config, field)}")
     *groups, name = field.split(".")
@@ -120,7 +120,6 @@ def parse_cli_override(text: str, config: ml_collections.ConfigDict) -> tuple[st
         raise ValueError(f"--set {text!r}: expected field=value, e.g. data.manual_dir=/data/medmnist")
     field, raw = text.split("=", 1)
     field = field.removeprefix("config.")
-    from medtl_jax.config_checks import flat_keys, unknown_field_message
     if field not in flat_keys(config):
         raise ValueError(f"--set: {unknown_field_message(config, field)}")
     *groups, name = field.split(".")

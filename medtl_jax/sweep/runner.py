@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from medtl_jax.atomic_io import write_json_atomic, write_text_atomic
+from medtl_jax.runtime.atomic_io import write_json_atomic, write_text_atomic
 from medtl_jax.sweep.plan import Plan, PlannedRun, plan_json, sweep_run_json
 from medtl_jax.sweep.resolve import REPO_ROOT
 from medtl_jax.sweep.status import CHANGED, DONE, RunStatus, run_status

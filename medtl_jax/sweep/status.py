@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from medtl_jax.run_folder import config_differences, read_json as _read_json
+from medtl_jax.runtime.run_folder import config_differences, read_json as _read_json
 
 DONE, CHANGED, FAILED, PARTIAL, TODO = "done", "changed", "failed", "partial", "todo"
 

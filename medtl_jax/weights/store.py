@@ -21,8 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 from flax import serialization, traverse_util
 
-from medtl_jax.atomic_io import write_bytes_atomic
-from medtl_jax.download import download_verified, file_digest
+from medtl_jax.runtime.atomic_io import write_bytes_atomic
+from medtl_jax.runtime.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
 from medtl_jax.weights.keras_applications import (convert_keras_densenet121, convert_keras_inception_v3,
                                                   convert_keras_resnet50, keras_reader)

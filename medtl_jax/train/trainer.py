@@ -1,0 +1,398 @@
+"""The trainer. Reads top to bottom: set-up, state, step, loop, evaluation, checkpoint.
+
+`train_and_evaluate(config, workdir)` trains a classifier or a segmenter chosen by config (the task-specific
+parts come from `classification_run` / `segmentation_run`; the optimizer is wrapped for the transfer mode
+by `medtl_jax.transfer.modes`), validates every epoch, keeps
+the checkpoint with the best validation metric, evaluates the test split once with it, and writes
+`results.json` and `report.md`. Rerunning the same command on the same workdir resumes from the latest
+checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and step).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from medtl_jax.runtime import parallel, run_folder
+from medtl_jax.runtime.atomic_io import write_json_atomic
+from medtl_jax.runtime.checkpoint import RunCheckpoints
+from medtl_jax.config.validate import validate_config
+from medtl_jax.data import load_data
+from medtl_jax.data.subsets.training_subset import select_training_data
+from medtl_jax.runtime.metric_log import MetricLog
+from medtl_jax.train.classification_run import RunParts, classification_parts
+from medtl_jax.weights.model_input import fold_pretrained
+from medtl_jax.models import get_spec
+from medtl_jax.transfer.optimizer import make_optimizer
+from medtl_jax.runtime.preemption import PreemptionWatch, Preempted
+from medtl_jax.train.run_report import write_run_report
+from medtl_jax.train.segmentation_run import segmentation_parts
+from medtl_jax.transfer.modes import init_kind, initialize, wrap_optimizer
+from medtl_jax.weights.init_source import load_init_variables
+
+log = logging.getLogger(__name__)
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs besides the data position (which is `step`)."""
+
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Set-up: data, task, model, input pipeline, mesh, optimizer.
+# ----------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Setup:
+    """What the run is made of, derived from the config once (task-specific parts in `parts`)."""
+
+    data: Any
+    parts: RunParts
+    mesh: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    total_steps: int
+    aux_loss_weight: float = 0.0
+    grad_accum_steps: int = 1
+    bn_groups: int = 1  # >1: BatchNorm statistics per group of rows (one group per device)
+
+    @property
+    def task(self):
+        return self.parts.task
+
+    @property
+    def model(self):
+        return self.parts.model
+
+
+def make_setup(config: ml_collections.ConfigDict) -> Setup:
+    """Validates the config and builds the data, task, model, epochs, evaluator, mesh and optimizer."""
+    validate_config(config)
+    return build_setup(config)
+
+
+def build_setup(config: ml_collections.ConfigDict) -> Setup:
+    """`make_setup` for a config already validated (`validate_config`)."""
+    data = select_training_data(config.data, load_data(config.data))  # train_sites, train_fraction
+    mesh = parallel.make_mesh(config.mesh.num_devices)
+    if len(data.sources["validation"]) == 0:
+        raise ValueError(f"the validation split of config.data.name={config.data.name!r} "
+                         f"(subset {config.data.subset!r}) is empty: the tested checkpoint is chosen on it; "
+                         "give the dataset a validation split")
+    parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
+    parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
+    make_parts = segmentation_parts if data.info.task == "segmentation" else classification_parts
+    parts = make_parts(config, data, mesh)
+    if parts.steps_per_epoch == 0:
+        raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
+                         f"{len(data.sources['train'])} training examples used")
+    total_steps = parts.steps_per_epoch * config.train.epochs
+    tx, schedule = make_optimizer(config, parts.steps_per_epoch, total_steps)
+    rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(lambda: parts.model.init(rngs, jnp.zeros((1, *parts.input_shape)), train=False))
+    tx = wrap_optimizer(tx, shapes["params"], config.model.name, config.transfer)
+    accum = int(config.train.grad_accum_steps)
+    if accum < 1 or config.train.batch_size % (accum * mesh.devices.size):
+        raise ValueError(f"config.train.grad_accum_steps={accum} must be >= 1 and split "
+                         f"config.train.batch_size={config.train.batch_size} into micro-batches divisible by "
+                         f"the {mesh.devices.size} devices")
+    return Setup(data, parts, mesh, tx, schedule, parts.steps_per_epoch, total_steps,
+                 aux_loss_weight=float(config.model.aux_loss_weight), grad_accum_steps=accum,
+                 bn_groups=bn_groups(config, mesh))
+
+
+def bn_groups(config: ml_collections.ConfigDict, mesh) -> int:
+    """How many groups of rows get their own BatchNorm statistics: 1 for 'global' (statistics of the
+    whole global batch, what SyncBN computes), one per device for 'per_device' (what pmap code without an
+    axis_name computes; results then depend on the device count)."""
+    mode = config.mesh.get("batch_norm", "global")
+    if mode not in ("global", "per_device"):
+        raise ValueError(f"config.mesh.batch_norm={mode!r} is not one of ('global', 'per_device')")
+    return mesh.devices.size if mode == "per_device" else 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# State: random, ImageNet (or any stored) initialisation, Mean-Var or partial transfusion; replicated.
+# ----------------------------------------------------------------------------------------------------
+
+def pretrained_skip(config: ml_collections.ConfigDict, variables: dict) -> tuple[str, ...]:
+    """Variable paths that stay freshly initialised under pretrained init: everything outside the
+    backbone (head, decoder), a CIFAR-style stem, and Inception's auxiliary classifier (its converted
+    weights are not kept; it is trained anew)."""
+    skip = [k for k in variables["params"] if k != "backbone"]
+    if config.model.stem == "cifar":
+        skip.append("backbone/conv1")
+    if config.model.aux_loss_weight > 0:
+        skip.append("backbone/AuxLogits")
+    return tuple(skip)
+
+
+def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
+    """Initial TrainState (see `medtl_jax.transfer.modes.initialize`), placed replicated on the mesh."""
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, dropout_rng, state_rng, resample_rng = jax.random.split(rng, 4)
+    dummy = jnp.zeros((1, *s.parts.input_shape), jnp.float32)
+    variables = jax.jit(lambda r, d: s.model.init({"params": r, "dropout": d}, dummy, train=False))(
+        init_rng, dropout_rng)
+    variables = jax.device_get(variables)
+    pretrained = load_init_variables(config.model.init, config.model.name,
+                                     weights_file=config.model.weights_file, store_dir=config.model.weights_dir)
+    if pretrained is not None:
+        pretrained = fold_pretrained(pretrained, get_spec(config.model.name), config.model.name,
+                                     config.model.in_channels)
+    variables = initialize(variables, config.model.name, init_kind(config.model.init), pretrained=pretrained,
+                           transfusion_stages=config.transfer.transfusion_stages, rng=resample_rng,
+                           skip=pretrained_skip(config, variables))
+    params = variables["params"]
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       batch_stats=variables.get("batch_stats", {}), opt_state=s.tx.init(params),
+                       rng=state_rng)
+    return jax.device_put(state, parallel.replicated(s.mesh))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Step: one jit-compiled SGD step, batch sharded over the data axis, state replicated and donated.
+# ----------------------------------------------------------------------------------------------------
+
+def make_train_step(s: Setup):
+    """The compiled train step: (state, batch) -> (state, metrics).
+
+    With `grad_accum_steps` k > 1 the global batch is split into k micro-batches (rows j, j+k, j+2k, ...,
+    so every device keeps its share of each) whose gradients are averaged before one optimizer update:
+    the same update as the whole batch at 1/k of the activation memory. BatchNorm then normalises with
+    each micro-batch's statistics and updates its running ones k times (as in PyTorch accumulation);
+    with frozen statistics (`config.transfer.bn='frozen'`) the result equals the large batch exactly.
+    `config.mesh.batch_norm='per_device'` normalises each device's rows with their own statistics.
+    """
+    k, g = s.grad_accum_steps, s.bn_groups
+
+    def forward(params, batch_stats, images, rng):
+        return s.model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True,
+            mutable=["batch_stats", "intermediates"], rngs={"dropout": rng},
+            capture_intermediates=(lambda mdl, _: mdl.name == "backbone") if s.aux_loss_weight else False)
+
+    def grouped_forward(params, batch_stats, images, rng):
+        """Per-device BatchNorm: each device's rows form a group normalised by its own statistics; the
+        running statistics are averaged over groups (as pmap code averages them across devices)."""
+        rows = images.reshape(g, images.shape[0] // g, *images.shape[1:])
+        rows = jax.lax.with_sharding_constraint(rows, parallel.batch_sharded(s.mesh))
+        logits, updates = jax.vmap(forward, in_axes=(None, None, 0, 0))(
+            params, batch_stats, rows, jax.random.split(rng, g))
+        merge = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+        return merge(logits), {"batch_stats": jax.tree_util.tree_map(lambda x: x.mean(0), updates["batch_stats"]),
+                               "intermediates": jax.tree_util.tree_map(merge, updates.get("intermediates", {}))}
+
+    def loss_fn(params, batch_stats, batch, rng):
+        logits, updates = (forward if g == 1 else grouped_forward)(params, batch_stats, batch["image"], rng)
+        loss = s.task.batch_loss(logits, batch).mean()
+        if s.aux_loss_weight:  # Inception's auxiliary classifier (Szegedy et al. weigh it 0.4)
+            aux = updates["intermediates"]["backbone"]["__call__"][0]["aux_logits"][:, 0, 0, :]
+            loss = loss + s.aux_loss_weight * s.task.loss(aux.astype(jnp.float32), batch["label"]).mean()
+        return loss, updates["batch_stats"]
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def accumulated(params, batch_stats, batch, rng):
+        micro = jax.tree_util.tree_map(
+            lambda x: jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1), batch)
+
+        def body(carry, xs):
+            loss_sum, grad_sum, stats = carry
+            j, mb = xs
+            (loss, stats), grads = grad_fn(params, stats, mb, jax.random.fold_in(rng, j))
+            return (loss_sum + loss, jax.tree_util.tree_map(jnp.add, grad_sum, grads), stats), None
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        (loss, grads, stats), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros, batch_stats),
+                                               (jnp.arange(k), micro))
+        return (loss / k, stats), jax.tree_util.tree_map(lambda g: g / k, grads)
+
+    def train_step(state: TrainState, batch: dict):
+        rng = jax.random.fold_in(state.rng, state.step)
+        compute = grad_fn if k == 1 else accumulated
+        (loss, batch_stats), grads = compute(state.params, state.batch_stats, batch, rng)
+        updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": s.schedule(state.step)}
+
+    rep, shard = parallel.replicated(s.mesh), parallel.batch_sharded(s.mesh)
+    return jax.jit(train_step, in_shardings=(rep, shard), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Loop: epochs of steps, validation each epoch, latest + best checkpoints; resumes where it stopped.
+# ----------------------------------------------------------------------------------------------------
+
+def _select(metrics: dict, name: str) -> float:
+    value = metrics.get(name, float("nan"))
+    return float("-inf") if value is None or np.isnan(value) else float(value)
+
+
+@jax.jit
+def _all_finite(state: TrainState) -> jax.Array:
+    """Whether every floating-point leaf (parameters, BatchNorm statistics, optimizer moments) is finite."""
+    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _diverged(what: str, step: int, ckpts: RunCheckpoints, workdir: pathlib.Path) -> NonFiniteLossError:
+    last = ckpts.latest_step()
+    fix = "lower config.optimizer.lr (or set config.optimizer.grad_clip_norm)"
+    if last is None:
+        kept = f"no checkpoint had been saved yet, so {fix} and rerun: the run starts afresh"
+    else:
+        kept = (f"the last good checkpoint (step {last}) is kept in {workdir / 'checkpoints' / 'latest'}; {fix} "
+                "and rerun with --allow_config_change=optimizer.lr to continue from it, or use a new --workdir")
+    return NonFiniteLossError(f"training diverged: {what} at step {step}, so nothing was saved from it; {kept}")
+
+
+def _save(ckpts: RunCheckpoints, which: str, step: int, state: TrainState, record: dict,
+          workdir: pathlib.Path) -> None:
+    """A checkpoint, only of a finite state: no checkpoint ever holds NaN or Inf."""
+    if not bool(_all_finite(state)):
+        raise _diverged("parameters or optimizer state became non-finite", step, ckpts, workdir)
+    ckpts.save(which, step, state, record)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       allow_config_change: tuple[str, ...] = ()) -> dict:
+    """Trains, selects the best validation checkpoint, tests it once; returns the results dict.
+
+    Everything is checked before the run folder is touched: the config, the workdir, and (on resume) that
+    the folder's run has the same config, except for the fields named in `allow_config_change`."""
+    t_start = time.time()
+    workdir = pathlib.Path(workdir)
+    validate_config(config)
+    run_folder.check_workdir(workdir)
+    current = json.loads(config.to_json_best_effort())
+    changes = run_folder.check_resume(workdir, current, allow_config_change)
+    s = build_setup(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state = create_state(config, s)
+    ckpts = RunCheckpoints(workdir)
+    try:
+        results = _train_and_test(config, workdir, s, state, ckpts, current, changes, t_start)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error is the one to report
+            ckpts.close()
+        raise
+    ckpts.close()
+    return results
+
+
+def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, ckpts: RunCheckpoints,
+                    current: dict, changes: dict, t_start: float) -> dict:
+    record = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "train_seconds": 0.0}
+    restored = ckpts.restore("latest", state)
+    if restored is not None:
+        state, record = restored
+        log.info("resumed from step %d (epoch %d)", int(state.step), record["epoch"])
+    if changes:
+        log.warning("continuing with config changes allowed on purpose: %s",
+                    "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
+    if jax.process_index() == 0:
+        run_folder.record_config(workdir, current, changes, int(state.step))
+    metric_log = MetricLog(workdir, resume_step=int(state.step))
+    train_step = make_train_step(s)
+
+    step = int(state.step)
+    with PreemptionWatch() as preemption, tqdm(total=s.total_steps, initial=step, desc="train", unit="step",
+                                               dynamic_ncols=True, disable=jax.process_index() != 0) as bar:
+        t_train = time.time()
+        while step < s.total_steps:
+            epoch, offset = divmod(step, s.steps_per_epoch)
+            t_mark, step_mark = time.time(), step
+            for batch in s.parts.train_epoch(epoch, offset):
+                state, step_metrics = train_step(state, parallel.to_global(batch, s.mesh))
+                step += 1
+                if step % config.train.log_every_steps == 0 or step % s.steps_per_epoch == 0:
+                    host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                    if not np.isfinite(host["loss"]):
+                        ckpts.wait()
+                        raise _diverged(f"training loss became {host['loss']}", step, ckpts, workdir)
+                    rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
+                    metric_log.write(step, "train", {**host, "images_per_second": rate})
+                    bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
+                bar.update(1)
+                mid_epoch = step % s.steps_per_epoch != 0
+                if mid_epoch and preemption.requested():
+                    record["train_seconds"] += time.time() - t_train
+                    _save(ckpts, "latest", step, state, record, workdir)
+                    ckpts.wait()
+                    raise Preempted(f"{preemption.reason} received: stopped at step {step} with a checkpoint in "
+                                    f"{workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
+                every = config.train.checkpoint_every_steps
+                if mid_epoch and every and step % every == 0:
+                    record["train_seconds"] += time.time() - t_train
+                    t_train = time.time()
+                    _save(ckpts, "latest", step, state, record, workdir)
+            # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
+            val = s.parts.evaluator.validate(state)
+            metric_log.write(step, "val", val)
+            record["epoch"] = epoch + 1
+            record["train_seconds"] += time.time() - t_train
+            t_train = time.time()
+            score = _select(val, s.parts.select_metric)
+            if score > record["best_score"] or record["best_epoch"] < 0:
+                record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
+                _save(ckpts, "best", step, state, record, workdir)
+            _save(ckpts, "latest", step, state, record, workdir)
+            if jax.process_index() == 0:
+                tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
+                           f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
+                           f" at epoch {record['best_epoch']})")
+            if step < s.total_steps and preemption.requested():
+                ckpts.wait()
+                raise Preempted(f"{preemption.reason} received: stopped after epoch {epoch + 1} (step {step}) with "
+                                f"a checkpoint in {workdir / 'checkpoints' / 'latest'}; rerun the same command to "
+                                "resume")
+    ckpts.wait()
+
+    # ------------------------------------------------------------------------------------------------
+    # Evaluation: the best validation checkpoint, on validation and (once) on test.
+    # ------------------------------------------------------------------------------------------------
+    best_state, best_record = ckpts.restore("best", state)
+    results: dict[str, Any] = s.parts.evaluator.final(best_state, workdir)
+    results["selection"] = {"metric": s.parts.select_metric, "best_epoch": best_record["best_epoch"],
+                            "best_step": best_record.get("best_step"), "val_score": best_record["best_score"]}
+    results["data"] = {**dataclasses.asdict(s.data.info), "train_examples_used": len(s.data.sources["train"]),
+                       "validation_examples_used": len(s.data.sources["validation"])}
+    results["timing"] = {"train_seconds": round(record["train_seconds"], 1),
+                         "total_seconds_this_invocation": round(time.time() - t_start, 1),
+                         "steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch}
+    results["environment"] = {"jax": jax.__version__, "backend": jax.default_backend(),
+                              "devices": jax.device_count(), "processes": jax.process_count()}
+    results["config"] = current
+    results["config_changes"] = run_folder.config_changes(workdir)
+    metric_log.write(s.total_steps, "test", results["test"])
+    metric_log.close()
+    if jax.process_index() == 0:
+        write_json_atomic(workdir / run_folder.RESULTS_JSON, results)
+        write_run_report(workdir / run_folder.REPORT_MD, results)
+    return results
