@@ -272,12 +272,14 @@ def _diverged(what: str, step: int, ckpts: RunCheckpoints, workdir: pathlib.Path
     return NonFiniteLossError(f"training diverged: {what} at step {step}, so nothing was saved from it; {kept}")
 
 
-def _save(ckpts: RunCheckpoints, which: str, step: int, state: TrainState, record: dict,
+def _save(ckpts: RunCheckpoints, which: tuple[str, ...], step: int, state: TrainState, record: dict,
           workdir: pathlib.Path) -> None:
-    """A checkpoint, only of a finite state: no checkpoint ever holds NaN or Inf."""
+    """Checkpoints (one per series in `which`), only of a finite state: no checkpoint ever holds NaN or
+    Inf. The state is checked once for all series."""
     if not bool(_all_finite(state)):
         raise _diverged("parameters or optimizer state became non-finite", step, ckpts, workdir)
-    ckpts.save(which, step, state, record)
+    for series in which:
+        ckpts.save(series, step, state, record)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
@@ -343,7 +345,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
                 mid_epoch = step % s.steps_per_epoch != 0
                 if mid_epoch and preemption.requested():
                     record["train_seconds"] += time.time() - t_train
-                    _save(ckpts, "latest", step, state, record, workdir)
+                    _save(ckpts, ("latest",), step, state, record, workdir)
                     ckpts.wait()
                     raise Preempted(f"{preemption.reason} received: stopped at step {step} with a checkpoint in "
                                     f"{workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
@@ -351,7 +353,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
                 if mid_epoch and every and step % every == 0:
                     record["train_seconds"] += time.time() - t_train
                     t_train = time.time()
-                    _save(ckpts, "latest", step, state, record, workdir)
+                    _save(ckpts, ("latest",), step, state, record, workdir)
             # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
             val = s.parts.evaluator.validate(state)
             metric_log.write(step, "val", val)
@@ -359,10 +361,10 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
             record["train_seconds"] += time.time() - t_train
             t_train = time.time()
             score = _select(val, s.parts.select_metric)
-            if score > record["best_score"] or record["best_epoch"] < 0:
+            improved = score > record["best_score"] or record["best_epoch"] < 0
+            if improved:
                 record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
-                _save(ckpts, "best", step, state, record, workdir)
-            _save(ckpts, "latest", step, state, record, workdir)
+            _save(ckpts, ("best", "latest") if improved else ("latest",), step, state, record, workdir)
             if jax.process_index() == 0:
                 tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
                            f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
