@@ -38,7 +38,7 @@ def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: 
     """(img/s, compile seconds) of the trainer's jitted train step."""
     from medtl_jax.runtime import parallel
     from medtl_jax.train import trainer as train
-    from medtl_jax.train.classification_run import RunParts
+    from medtl_jax.train.run_parts import ModelParts, RunParts
     from medtl_jax.models import build_classifier
     from medtl_jax.tasks import make_task
 
@@ -47,7 +47,7 @@ def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: 
     mesh = parallel.make_mesh(1)
     schedule = optax.constant_schedule(0.01)
     tx = optax.sgd(schedule, momentum=0.9)
-    parts = RunParts(task, model, (size, size, 3), 1, None, None, "auc")
+    parts = RunParts(ModelParts(task, model, None, (size, size, 3)), 1, None, None, "auc")
     s = train.Setup(None, parts, mesh, tx, schedule, 1, 1)
     variables = jax.jit(lambda r: model.init(r, jnp.zeros((1, size, size, 3)), train=False))(jax.random.PRNGKey(0))
     state = train.TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],

@@ -10,7 +10,7 @@ import pytest
 from launch.train import summary_line
 from medtl_jax.train import trainer as train
 from medtl_jax.runtime.atomic_io import write_json_atomic
-from medtl_jax.train.classification_run import NO_TEST_SPLIT
+from medtl_jax.tasks.base import NO_TEST_SPLIT
 from medtl_jax.data.ingest.prepare_custom import PrepareOptions, prepare_custom
 from medtl_jax.runtime.metric_log import MetricLog
 from tests.multiprocess_worker import tiny_config

@@ -209,7 +209,7 @@ def _saved_segmentation_run(workdir, tfds_dir, image):
     c.segmentation.patch_size, c.segmentation.decoder = 32, "fcn"
     info = DataInfo(name="seg_folders", task="segmentation", num_classes=2, label_names=("background", "fg"),
                     channels=3, image_size=32, splits={"train": 6, "validation": 2, "test": 2})
-    task, model, _ = segmentation_model(c, info)
+    model = segmentation_model(c, info).model
     mesh = parallel.make_mesh()
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 32, 32, 3)),
                                                train=False))

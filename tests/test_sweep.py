@@ -200,12 +200,13 @@ def test_predictions_carry_the_site_of_each_example(tmp_path):
     from medtl_jax.train import trainer as train
     from medtl_jax.data import load_data
     from medtl_jax.data.subsets.sites import record_values
+    from medtl_jax.runtime.run_folder import RunDir
     from tests.test_train import tiny_config
 
     over = {k: v for k, v in TINY.items() if k.split(".")[0] in ("model", "train")}
     config = tiny_config(str(tmp_path / "tfds"), **{**over, "model.stem": "imagenet", "data.train_sites": ("B",)})
     s = train.make_setup(config)
-    s.parts.evaluator.final(train.create_state(config, s), tmp_path)
+    s.parts.evaluator.final(train.create_state(config, s), RunDir(tmp_path))
     full = load_data(config.data).sources
     for split, name in (("validation", "val"), ("test", "test")):
         preds = np.load(tmp_path / f"predictions_{name}.npz")
@@ -251,6 +252,7 @@ def test_failed_runs_are_recorded_and_the_sweep_goes_on(tmp_path):
 def test_real_tiny_sweep_trains_two_runs_and_skips_them_on_rerun(tmp_path):
     from medtl_jax.data import load_data
     from medtl_jax.data.subsets.sites import record_values
+    from medtl_jax.runtime.run_folder import RunDir
     from tests.test_train import tiny_config
 
     data_dir = str(tmp_path / "tfds")

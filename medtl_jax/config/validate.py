@@ -19,18 +19,16 @@ from medtl_jax.data.pipeline.batches import RESIZE_METHODS
 from medtl_jax.models import MODELS
 from medtl_jax.models.resnet import STEMS
 from medtl_jax.models.segmenter import DECODERS
-from medtl_jax.tasks.classification import metrics
 from medtl_jax.tasks.classification.losses import IMBALANCE_STRATEGIES, WEIGHT_SCHEMES
 from medtl_jax.tasks.classification.task import HEADS
-from medtl_jax.tasks.segmentation import metrics as segmentation_metrics
+from medtl_jax.tasks.families import SELECTABLE_METRICS
 from medtl_jax.tasks.segmentation.task import SEGMENTATION_LOSSES
 from medtl_jax.transfer.modes import init_kind, validate_transfer
 from medtl_jax.transfer.optimizer import OPTIMIZERS, SCHEDULES
 from medtl_jax.weights.init_source import PRETRAINED_INITS, check_init
 
 DTYPES = ("float32", "bfloat16")
-SELECT_METRICS = ("auto", *dict.fromkeys(sum(metrics.SELECTABLE_METRICS.values(), ())),
-                  *segmentation_metrics.SELECTABLE_METRICS)
+SELECT_METRICS = ("auto", *SELECTABLE_METRICS)
 
 
 def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
@@ -130,14 +128,6 @@ def check_paths(config: ml_collections.ConfigDict) -> None:
         path = field_value(config, key)
         if path and not pathlib.Path(path).expanduser().exists():
             raise FileNotFoundError(f"config.{key}={path!r} does not exist")
-
-
-def check_select_metric(select_metric: str, task_kind: str, available: Iterable[str]) -> None:
-    """ValueError unless the validation metric that picks the tested checkpoint exists for this task."""
-    available = tuple(available)
-    if select_metric not in available:
-        raise ValueError(f"config.train.select_metric={select_metric!r} is not computed for a {task_kind} task; "
-                         f"choose one of {('auto',) + available}")
 
 
 def _choice(key: str, value, choices: Iterable[str]) -> None:

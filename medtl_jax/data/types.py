@@ -10,15 +10,18 @@ import dataclasses
 from typing import Any
 
 SPLITS = ("train", "validation", "test")
+# A dataset's kind of label: one label (or label vector) per example, or a mask per image.
+EXAMPLE_LABEL_KINDS = ("binary", "multiclass", "ordinal", "multilabel")
+MASK_KINDS = ("segmentation",)
+TASK_KINDS = EXAMPLE_LABEL_KINDS + MASK_KINDS
 
 
 @dataclasses.dataclass(frozen=True)
 class DataInfo:
     """What a dataset is: task kind, classes, image geometry and split sizes.
 
-    task: 'binary' | 'multiclass' | 'multilabel' | 'ordinal' | 'segmentation'. num_classes: 2 for binary
-    (and binary masks), the number of labels for multilabel. attributes: record keys holding a per-example group (e.g. 'site'),
-    for per-group evaluation.
+    task: one of TASK_KINDS. num_classes: 2 for binary (and binary masks), the number of labels for
+    multilabel. attributes: record keys holding a per-example group (e.g. 'site'), for per-group evaluation.
     """
 
     name: str
@@ -29,6 +32,11 @@ class DataInfo:
     image_size: int
     splits: dict[str, int]
     attributes: tuple[str, ...] = ()
+
+    @property
+    def example_labels(self) -> bool:
+        """Whether records carry one 'label' per example (stratifiable), rather than a 'mask' per image."""
+        return self.task in EXAMPLE_LABEL_KINDS
 
 
 @dataclasses.dataclass

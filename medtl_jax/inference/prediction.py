@@ -14,7 +14,6 @@ file does not exist (an old one is removed).
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import io
@@ -22,7 +21,6 @@ import math
 import os
 import pathlib
 import tempfile
-import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +34,7 @@ from medtl_jax.data.ingest.image_files import DicomOptions, UnreadableImageError
 from medtl_jax.data.pipeline.batches import Transform, collate
 from medtl_jax.inference.prediction_inputs import InputItem, PredictionInputs, read_for_run
 from medtl_jax.inference.prediction_model import RestoredRun
-from medtl_jax.train.segmentation_run import SegmentationEvaluator
+from medtl_jax.train.segmentation_run import window_predictor
 
 CHUNK_BATCHES = 4  # images read and held at once: this many batches
 
@@ -194,23 +192,18 @@ class _Classifier:
 
 
 class _Segmenter:
-    """Whole-image masks for chunks of images of a segmentation run (the run's sliding-window evaluator)."""
+    """Whole-image masks for chunks of images of a segmentation run (the run's sliding-window predictor)."""
 
     def __init__(self, run: RestoredRun, batch: int, mask_dir: pathlib.Path):
-        config = copy.deepcopy(run.config)
-        config.train.eval_batch_size = batch
-        self.run, self.mask_dir, self.threshold = run, mask_dir, float(config.eval.threshold)
+        self.run, self.mask_dir, self.threshold = run, mask_dir, float(run.config.eval.threshold)
         self.columns = ["mask", "foreground_fraction"]
-        self.sources: dict = {}
-        data = types.SimpleNamespace(sources=self.sources)  # the evaluator reads data.sources[split]
-        self.evaluator = SegmentationEvaluator(config, run.task, run.model, data, run.preprocess, run.mesh)
+        self.predictor = window_predictor(run.config, run.built, run.mesh, batch)
 
     def rows(self, items: list[InputItem], images: list[np.ndarray]) -> list[dict]:
-        self.sources["predict"] = [
-            {"image": img, "mask": np.zeros(img.shape[:2], np.uint8), "fov": np.ones(img.shape[:2], np.uint8),
-             "id": item.name, "index": i} for i, (item, img) in enumerate(zip(items, images))]
+        source = [{"image": img, "mask": np.zeros(img.shape[:2], np.uint8), "fov": np.ones(img.shape[:2], np.uint8),
+                   "id": item.name, "index": i} for i, (item, img) in enumerate(zip(items, images))]
         rows = []
-        for item, pred in zip(items, self.evaluator.predict_split(self.run.state, "predict")):
+        for item, pred in zip(items, self.predictor.predict(self.run.state, source)):
             probs = pred["probs"]
             task = self.run.task
             mask = task.predict_mask(probs[..., 0] if task.binary else probs, self.threshold)

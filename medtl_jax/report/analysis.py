@@ -11,16 +11,10 @@ import numpy as np
 from medtl_jax.tasks.classification.metrics import auc as task_auc
 from medtl_jax.report import stats
 from medtl_jax.report.collect import Group, Sweep, short_key, sort_value
+from medtl_jax.tasks.base import TaskFamily
 
-CLASSIFICATION_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece", "qwk")
-SEGMENTATION_METRICS = ("dice", "iou", "hd95", "accuracy")
 COMPARED_KEYS = ("model.init", "model.name")  # transfer vs scratch per model; model vs model
 BASELINES = {"model.init": "scratch", "loss.imbalance": "none"}  # compared against, when present
-
-
-def headline(task: str) -> str:
-    """The metric a table leads with: Dice for segmentation, AUC otherwise."""
-    return "dice" if task == "segmentation" else "auc"
 
 
 @dataclasses.dataclass
@@ -58,9 +52,9 @@ class Comparison:
     part: str = ""  # the sweep part (sweep_run.json 'parts'), if any
 
 
-def metric_names(task: str, groups: list[Group]) -> list[str]:
-    """Metrics present in the test results of any run, in the standard order."""
-    names = SEGMENTATION_METRICS if task == "segmentation" else CLASSIFICATION_METRICS
+def metric_names(family: TaskFamily, groups: list[Group]) -> list[str]:
+    """Metrics present in the test results of any run, in the family's order."""
+    names = family.reported_metrics
     present = {k for g in groups for r in g.runs for k in r.results.get("test", {})}
     return [m for m in names if m in present]
 
@@ -74,11 +68,11 @@ def summarize(sweep: Sweep, groups: list[Group], *, bootstrap: int = 1000, seed:
     """Mean ± std over seeds of every test metric, and the bootstrap CI of the seed-mean AUC."""
     out = []
     for g in groups:
-        names = metric_names(g.task, [g])
+        names = metric_names(g.family, [g])
         per_seed = {m: [_test_value(r, m) for r in g.runs] for m in names}
         ci = (float("nan"), float("nan"))
         preds = [r.predictions("test") for r in g.runs]
-        if g.task != "segmentation" and bootstrap > 0 and preds and all(p is not None for p in preds):
+        if g.family.example_predictions and bootstrap > 0 and preds and all(p is not None for p in preds):
             ci = stats.bootstrap_seed_mean_auc_ci(g.task, [p.labels for p in preds], [p.scores for p in preds],
                                                   num_samples=bootstrap, seed=seed)
         out.append(GroupSummary(g, g.label(sweep.group_keys), per_seed,
@@ -138,7 +132,7 @@ def compare(sweep: Sweep, groups: list[Group], *, correction: str | None = "holm
     as one family (see `correct`)."""
     out = []
     for a, b, key in comparison_pairs(sweep, groups):
-        if a.task == "segmentation":
+        if not a.family.example_predictions:
             continue
         seeds, paired, note = _paired_predictions(a, b)
         c = Comparison(a.label(sweep.group_keys), b.label(sweep.group_keys), key, seeds, "skipped", note=note)
@@ -186,7 +180,7 @@ def data_efficiency(sweep: Sweep, summaries: list[GroupSummary]) -> dict | None:
     key = fraction_key(sweep)
     if key is None or not summaries:
         return None
-    metric = headline(summaries[0].group.task)
+    metric = summaries[0].group.family.headline_metric
     others = [k for k in sweep.group_keys if k != key]
     lines: dict[str, dict] = {}
     for s in summaries:
@@ -205,7 +199,7 @@ def cross_site(sweep: Sweep, summaries: list[GroupSummary]) -> dict | None:
         return None
     rows, sites = {}, set()
     for s in summaries:
-        if s.group.task == "segmentation":
+        if not s.group.family.example_predictions:
             continue
         per_site: dict = {}
         for run in s.group.runs:

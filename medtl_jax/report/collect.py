@@ -17,20 +17,11 @@ import json
 import pathlib
 from typing import Any
 
-import numpy as np
+from medtl_jax.tasks.base import TaskFamily
+from medtl_jax.tasks.families import CLASSIFICATION, family_of
+from medtl_jax.runtime.run_folder import CHECKPOINTS, RUN_MARKERS, TENSORBOARD, ClassPredictions, RunDir, flatten
 
-RUN_MARKERS = ("results.json", "config.json", "sweep_run.json")
-SKIP_DIRS = {"checkpoints", "tb", "report_files", "report"}
-
-
-@dataclasses.dataclass
-class Predictions:
-    """One split's per-example scores (medtl_jax.tasks.classification.evaluate convention) with dataset indices, optional sites."""
-
-    index: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    site: np.ndarray | None = None
+SKIP_DIRS = {CHECKPOINTS, TENSORBOARD, "report_files", "report"}
 
 
 @dataclasses.dataclass
@@ -59,29 +50,24 @@ class Run:
         return (self.results or {}).get("data", {}).get("task", "unknown")
 
     @property
+    def family(self) -> TaskFamily:
+        """The run's task family (classification where results.json does not say)."""
+        return family_of(self.task, default=CLASSIFICATION)
+
+    @property
     def group_key(self) -> tuple:
         """Settings without the seed, hashable (values as JSON text)."""
         return tuple((k, json.dumps(v, sort_keys=True)) for k, v in sorted(self.settings.items()) if k != "seed")
 
-    def predictions(self, split: str = "test") -> Predictions | None:
-        """predictions_{split}.npz as Predictions, or None (absent, or segmentation probability maps)."""
+    def predictions(self, split: str = "test") -> ClassPredictions | None:
+        """The split's per-example predictions, or None (absent, or segmentation probability maps)."""
         if split not in self._cache:
-            self._cache[split] = load_predictions(self.path / f"predictions_{split}.npz")
+            self._cache[split] = RunDir(self.path).read_class_predictions(split)
         return self._cache[split]
 
     def metrics_log(self) -> list[dict]:
         """Records of metrics.jsonl (empty if absent); a broken line is an error naming the file."""
-        path = self.path / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        out = []
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path} line {i} is not JSON: {e}") from e
-        return out
+        return RunDir(self.path).read_metrics()
 
 
 @dataclasses.dataclass
@@ -99,6 +85,10 @@ class Group:
     @property
     def task(self) -> str:
         return self.runs[0].task
+
+    @property
+    def family(self) -> TaskFamily:
+        return self.runs[0].family
 
     def label(self, keys: list[str]) -> str:
         """Short name from the settings in `keys` ('all runs' when there are none)."""
@@ -163,42 +153,12 @@ def sort_value(v: Any) -> tuple:
     return (1, json.dumps(v, sort_keys=True))
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    """{'a': {'b': 1}} -> {'a.b': 1}."""
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def _read_json(path: pathlib.Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
-
-
-def load_predictions(path: pathlib.Path) -> Predictions | None:
-    """Predictions from an npz with index/labels/scores (+ optional site); None if absent or another kind."""
-    if not path.is_file():
-        return None
-    with np.load(path) as z:
-        if not {"index", "labels", "scores"} <= set(z.files):
-            return None  # e.g. segmentation probability maps
-        return Predictions(index=z["index"], labels=z["labels"], scores=z["scores"],
-                           site=z["site"] if "site" in z.files else None)
-
-
 def find_run_dirs(root: pathlib.Path) -> list[pathlib.Path]:
     """Folders under `root` holding a run marker file; a run folder's own subfolders are not searched."""
     found = []
 
     def walk(d: pathlib.Path):
-        if any((d / m).is_file() for m in RUN_MARKERS):
+        if RunDir(d).is_run_folder():
             found.append(d)
             return
         for child in sorted(p for p in d.iterdir() if p.is_dir() and p.name not in SKIP_DIRS
@@ -208,7 +168,7 @@ def find_run_dirs(root: pathlib.Path) -> list[pathlib.Path]:
     for child in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in SKIP_DIRS
                         and not p.name.startswith(".")):  # e.g. .replaced/ (launch.sweep --force), .jax_cache/
         walk(child)
-    if not found and any((root / m).is_file() for m in RUN_MARKERS):
+    if not found and RunDir(root).is_run_folder():
         found.append(root)  # a single run folder is a sweep of one
     return found
 
@@ -217,16 +177,12 @@ def read_run(path: pathlib.Path, root: pathlib.Path) -> Run:
     """One run folder (config from config.json, else from results.json). From sweep_run.json: the run's
     name, its parts, and as overrides its `fields` (every field swept anywhere in the sweep) or else its
     own `overrides`."""
-    results = _read_json(path / "results.json") if (path / "results.json").is_file() else None
-    if results is not None and not isinstance(results, dict):
-        raise ValueError(f"{path / 'results.json'} holds {type(results).__name__}, not a JSON object")
-    config = (_read_json(path / "config.json") if (path / "config.json").is_file()
-              else (results or {}).get("config", {}))
+    run_dir = RunDir(path)
+    results = run_dir.read_results()
+    config = run_dir.read_config() if run_dir.config_json.is_file() else (results or {}).get("config", {})
     overrides, parts, name = {}, [], (str(path.relative_to(root)) if path != root else path.name)
-    if (path / "sweep_run.json").is_file():
-        meta = _read_json(path / "sweep_run.json")
-        if not isinstance(meta, dict):
-            raise ValueError(f"{path / 'sweep_run.json'} holds {type(meta).__name__}, not a JSON object")
+    meta = run_dir.read_sweep_record()
+    if meta is not None:
         overrides = dict(meta.get("fields") or meta.get("overrides") or {})
         parts = [str(p) for p in meta.get("parts") or []]
         name = str(meta.get("run") or name)
@@ -267,8 +223,8 @@ def collect(root: str | pathlib.Path) -> Sweep:
         raise ValueError(f"sweep folder {root} holds no run folders (no subfolder with "
                          f"{', '.join(RUN_MARKERS)})")
     runs = [read_run(d, root) for d in dirs]
-    name = next((json.loads((d / "sweep_run.json").read_text()).get("sweep") for d in dirs
-                 if (d / "sweep_run.json").is_file()), None) or root.name
+    name = next((meta.get("sweep") for meta in (RunDir(d).read_sweep_record() for d in dirs) if meta), None) \
+        or root.name
     return make_sweep(root, str(name), runs)
 
 

@@ -15,11 +15,10 @@ import numpy as np
 from medtl_jax.report import plots
 from medtl_jax.report.analysis import GroupSummary
 from medtl_jax.report.collect import ordered_keys, short_key, sort_value
-from medtl_jax.inference.cross_evaluate import run_config
 from medtl_jax.data import load_data
 from medtl_jax.data.pipeline.batches import Transform, collate
 from medtl_jax.inference.gradcam import gradcam, overlay
-from medtl_jax.inference.prediction_model import load_run
+from medtl_jax.inference.prediction_model import load_run, run_config
 
 MAX_SCANNED = 500  # test records read to find positives and negatives
 
@@ -30,7 +29,7 @@ def pick_rows(summaries: list[GroupSummary], keys: list[str], frac_key: str | No
     segmentation groups when `segmentation`, else only classification ones."""
     best: dict[tuple, GroupSummary] = {}
     for s in summaries:
-        if (s.group.task == "segmentation") != segmentation:
+        if s.group.family.example_predictions == segmentation:
             continue
         rest = tuple(kv for kv in s.group.key if kv[0] != frac_key)
         current = best.get(rest)

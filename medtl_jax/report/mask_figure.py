@@ -16,8 +16,9 @@ from medtl_jax.report import plots
 from medtl_jax.report.analysis import GroupSummary
 from medtl_jax.report.collect import ordered_keys, short_key
 from medtl_jax.report.gradcam_figure import pick_rows
-from medtl_jax.inference.cross_evaluate import run_config
+from medtl_jax.inference.prediction_model import run_config
 from medtl_jax.data import load_data
+from medtl_jax.runtime.run_folder import RunDir
 
 
 def mask_overlay(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -30,31 +31,24 @@ def mask_overlay(image: np.ndarray, true: np.ndarray, pred: np.ndarray) -> np.nd
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def predicted_masks(path: pathlib.Path, n: int, threshold: float) -> tuple[list[str], list[np.ndarray]]:
-    """(ids, class maps) of the first n images of a segmentation predictions file."""
-    with np.load(path) as z:
-        if "ids" not in z.files:
-            raise ValueError(f"{path} holds no segmentation probability maps (no 'ids')")
-        ids = [str(i) for i in z["ids"][:n]]
-        masks = []
-        for i in range(len(ids)):
-            probs = z[f"probs_{i}"].astype(np.float32) / 255.0
-            masks.append((probs[..., 0] >= threshold).astype(np.int32) if probs.shape[-1] == 1
-                         else probs.argmax(-1))
-    return ids, masks
+def predicted_masks(run_dir: RunDir, n: int, threshold: float) -> tuple[list[str], list[np.ndarray]]:
+    """(ids, class maps) of the first n validation images of a segmentation run's predictions."""
+    ids, probs = run_dir.read_probability_maps("val", n)
+    return ids, [(p[..., 0] >= threshold).astype(np.int32) if p.shape[-1] == 1 else p.argmax(-1) for p in probs]
 
 
 def run_masks(run, n: int):
     """(panels, captions) of the first n validation images of a segmentation run."""
     config = run_config(run.path)
-    ids, preds = predicted_masks(run.path / "predictions_val.npz", n, float(config.eval.threshold))
+    run_dir = RunDir(run.path)
+    ids, preds = predicted_masks(run_dir, n, float(config.eval.threshold))
     source = load_data(config.data).sources["validation"]
     per_image = (run.results.get("val") or {}).get("per_image") or []
     panels, captions = [], []
     for i, (image_id, pred) in enumerate(zip(ids, preds)):
         record = source[i]
         if str(record.get("id", i)) != image_id:
-            raise ValueError(f"{run.path / 'predictions_val.npz'}: image {i} is {image_id!r} but the validation "
+            raise ValueError(f"{run_dir.predictions_npz('val')}: image {i} is {image_id!r} but the validation "
                              f"split's image {i} is {record.get('id')!r}")
         panels.append(mask_overlay(record["image"], record["mask"], pred))
         dice = per_image[i].get("dice") if i < len(per_image) else None

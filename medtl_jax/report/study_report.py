@@ -19,6 +19,7 @@ from medtl_jax.report.collect import Sweep, collect, format_value, short_key, so
 from medtl_jax.report.stats import CORRECTION_NAMES, CORRECTIONS
 from medtl_jax.report.gradcam_figure import gradcam_section
 from medtl_jax.report.mask_figure import mask_section
+from medtl_jax.tasks.families import SEGMENTATION
 
 LABELS = {"auc": "AUC", "accuracy": "ACC", "balanced_accuracy": "balanced ACC", "sensitivity": "sensitivity",
           "specificity": "specificity", "f1": "F1", "ece": "ECE", "qwk": "QWK", "dice": "Dice", "iou": "IoU",
@@ -58,8 +59,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def main_table(summaries: list[analysis.GroupSummary], bootstrap: int) -> list[str]:
     """Group × headline metrics (mean ± std over seeds), AUC with its pooled bootstrap CI."""
-    segmentation = all(s.group.task == "segmentation" for s in summaries)
-    order = analysis.SEGMENTATION_METRICS if segmentation else MAIN_METRICS
+    segmentation = all(not s.group.family.example_predictions for s in summaries)
+    order = SEGMENTATION.reported_metrics if segmentation else MAIN_METRICS
     names = [m for m in order if any(m in s.mean_std for s in summaries)]
     labels = {**LABELS, "accuracy": "pixel ACC"} if segmentation else LABELS
     header = ["group", *(labels[m] + (" [95% CI]" if m == "auc" and bootstrap else "") for m in names),
@@ -166,7 +167,7 @@ def _reliability_item(others):
 def figures(sweep: Sweep, summaries, efficiency, folder: pathlib.Path, prefix: str = "") -> dict[str, pathlib.Path]:
     """Writes the sweep's PNGs into `folder` (names start with `prefix`); {name: path} of the ones drawn."""
     others = [k for k in sweep.group_keys if k != analysis.fraction_key(sweep)]
-    classification = [s for s in summaries if s.group.task != "segmentation"]
+    classification = [s for s in summaries if s.group.family.example_predictions]
     select = summaries[0].group.runs[0].results.get("selection", {}).get("metric", "auc") if summaries else "auc"
     out = {
         "data_efficiency": plots.data_efficiency_plot(efficiency, folder / f"{prefix}data_efficiency.png"),
@@ -216,7 +217,7 @@ def part_lines(part: Part, opts: ReportOptions, rel) -> list[str]:
     """The sections of one part: results, comparisons, data efficiency, cross-site, imbalance, figures."""
     if not part.summaries:
         return ["No finished runs yet.", ""]
-    segmentation = all(s.group.task == "segmentation" for s in part.summaries)
+    segmentation = all(not s.group.family.example_predictions for s in part.summaries)
     figs = part.figs
     lines = ["## Test results", "", *main_table(part.summaries, opts.bootstrap), "",
              "## Paired comparisons", "", *comparison_section(part.comparisons, opts, segmentation), ""]
@@ -235,7 +236,7 @@ def image_figures(parts: list[Part], folder: pathlib.Path, n: int, rel, figs: di
     that has such runs; adds the figures to `figs`."""
     lines = []
     for section, segmentation in ((gradcam_section, False), (mask_section, True)):
-        part = next((p for p in parts if any((s.group.task == "segmentation") == segmentation
+        part = next((p for p in parts if any((not s.group.family.example_predictions) == segmentation
                                              for s in p.summaries)), None)
         if part is not None:
             more, new = section(part.summaries, folder, n, rel)
@@ -273,7 +274,7 @@ def build_report(root: str | pathlib.Path, out: str | pathlib.Path | None = None
              "No setting varies between runs.", ""]
     lines += recipe.recipe_section(sweep, opts, versions={"numpy": np.__version__, "scipy": scipy.__version__,
                                                           "scikit-learn": sklearn.__version__})
-    if any(s.group.task != "segmentation" for p in parts for s in p.summaries):
+    if any(s.group.family.example_predictions for p in parts for s in p.summaries):
         lines += [*recipe.comparison_method_text(opts, CORRECTION_NAMES), ""]
     for p in parts:
         if p.name is None:

@@ -2,6 +2,7 @@
 
 Each checkpoint holds the whole TrainState (params, batch_stats, optimizer state, step, rng) plus a small
 JSON record (epoch, best validation score so far), so a rerun of the same command resumes exactly.
+Prediction and evaluation read only params and batch_stats (`restore_variables`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import pathlib
 import shutil
 from typing import Any, Iterator
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from medtl_jax.runtime.run_folder import CHECKPOINT_SERIES, CHECKPOINTS, checkpoint_steps
+from medtl_jax.runtime.run_folder import CHECKPOINT_SERIES, RunDir
 
 _DISK_FULL = ("RESOURCE_EXHAUSTED", "No space left on device")
 
@@ -34,11 +36,21 @@ def disk_full_error(directory: pathlib.Path, detail: str, resume_step: int | Non
                                  f"the partial checkpoint was removed; free space or move the run folder, then {resume}")
 
 
+@flax.struct.dataclass
+class ModelVariables:
+    """What a model needs to predict: its parameters and BatchNorm statistics (a jit-able pytree with the
+    same attribute names as the trainer's state, so evaluators take either)."""
+
+    params: Any
+    batch_stats: Any
+
+
 class RunCheckpoints:
     """The two checkpoint series of one run; `which` is 'latest' or 'best'."""
 
     def __init__(self, workdir: str | pathlib.Path):
-        self.root = pathlib.Path(workdir).absolute() / CHECKPOINTS
+        self.run_dir = RunDir(pathlib.Path(workdir).absolute())
+        self.root = self.run_dir.checkpoints_dir
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         handlers = {"state": ocp.StandardCheckpointHandler(), "record": ocp.JsonCheckpointHandler()}
         self._managers = {which: ocp.CheckpointManager(self.root / which, options=options, item_handlers=handlers)
@@ -82,7 +94,42 @@ class RunCheckpoints:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def _finished_latest(self) -> int | None:
-        return max(checkpoint_steps(self.root.parent, "latest"), default=None)
+        return max(self.run_dir.checkpoint_steps("latest"), default=None)
+
+    def _check_fits(self, which: str, step: int, abstract: Any, *, subset: bool = False) -> None:
+        """ValueError listing the arrays whose shapes differ between the checkpoint and `abstract` (with
+        `subset`, arrays only in the checkpoint are fine). Checked before any read starts: a failed read
+        leaves orbax's threads half-done."""
+        manager = self._managers[which]
+        saved = _shapes(manager.item_metadata(step)["state"])
+        wanted = _shapes(abstract)
+        if subset:
+            saved = {k: v for k, v in saved.items() if k.split(".")[0] in {p.split(".")[0] for p in wanted}}
+        differences = _shape_differences(saved, wanted)
+        if differences:
+            shown = "; ".join(differences[:5]) + (f"; ... {len(differences) - 5} more" if len(differences) > 5 else "")
+            raise ValueError(
+                f"the '{which}' checkpoint at step {step} in {manager.directory} does not fit the model built "
+                f"from the config (another model, number of classes or transfer mode?): {shown}. Use a new "
+                "workdir or the original config.")
+
+    def restore_variables(self, which: str, like: ModelVariables) -> tuple[ModelVariables, int] | None:
+        """(variables, step) of the newest checkpoint of a series, reading only params and batch_stats with
+        the shapes, dtypes and shardings of `like` (arrays or ShapeDtypeStructs): what prediction and
+        evaluation need, without rebuilding the optimizer whose state is stored beside them."""
+        manager = self._managers[which]
+        manager.wait_until_finished()
+        step = manager.latest_step()
+        if step is None:
+            return None
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct,
+                                          {"params": like.params, "batch_stats": like.batch_stats})
+        self._check_fits(which, step, abstract, subset=True)
+        restore_args = jax.tree_util.tree_map(lambda s: ocp.ArrayRestoreArgs(sharding=s.sharding), abstract)
+        restored = ocp.PyTreeCheckpointer().restore(
+            self.root / which / str(step) / "state",
+            args=ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args, partial_restore=True))
+        return ModelVariables(params=restored["params"], batch_stats=restored.get("batch_stats", {})), int(step)
 
     def restore(self, which: str, like_state: Any) -> tuple[Any, dict] | None:
         """Newest checkpoint of a series restored with the shapes, dtypes and shardings of `like_state`."""
@@ -92,13 +139,7 @@ class RunCheckpoints:
         if step is None:
             return None
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, like_state)
-        differences = _shape_differences(_shapes(manager.item_metadata(step)["state"]), _shapes(abstract))
-        if differences:  # checked before any read starts: a failed read leaves orbax's threads half-done
-            shown = "; ".join(differences[:5]) + (f"; ... {len(differences) - 5} more" if len(differences) > 5 else "")
-            raise ValueError(
-                f"the '{which}' checkpoint at step {step} in {manager.directory} does not fit the model built "
-                f"from the config (another model, number of classes or transfer mode?): {shown}. Use a new "
-                "workdir or the original config.")
+        self._check_fits(which, step, abstract)
         try:
             restored = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))

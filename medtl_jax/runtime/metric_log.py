@@ -8,23 +8,25 @@ import pathlib
 import jax
 
 from medtl_jax.runtime.atomic_io import strict_json
+from medtl_jax.runtime.run_folder import RunDir
 
 
 class MetricLog:
-    """Appends scalar metrics to `workdir/metrics.jsonl` and `workdir/tb/`.
+    """Appends scalar metrics to the run folder's metrics.jsonl and tb/ (`RunDir`).
 
     On resume, lines logged after the restored step are dropped first, so the log reads as one run.
     """
 
-    def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0):
+    def __init__(self, run_dir: RunDir | str | pathlib.Path, resume_step: int = 0):
+        self.run_dir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
         self.enabled = jax.process_index() == 0
-        self.path = pathlib.Path(workdir) / "metrics.jsonl"
+        self.path = self.run_dir.metrics_jsonl
         self._tb = None
         if not self.enabled:
             return
         self._truncate_after(resume_step)
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(str(pathlib.Path(workdir) / "tb"))
+        self._tb = SummaryWriter(str(self.run_dir.tensorboard_dir))
 
     def _truncate_after(self, step: int) -> None:
         if not self.path.exists():
@@ -50,6 +52,4 @@ class MetricLog:
 
     def read(self) -> list[dict]:
         """All logged records (for reports and tests)."""
-        if not self.path.exists():
-            return []
-        return [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+        return self.run_dir.read_metrics()

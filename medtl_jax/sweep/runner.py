@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 
 from medtl_jax.runtime.atomic_io import write_json_atomic, write_text_atomic
+from medtl_jax.runtime.run_folder import RunDir
 from medtl_jax.sweep.plan import Plan, PlannedRun, plan_json, sweep_run_json
 from medtl_jax.sweep.resolve import REPO_ROOT
 from medtl_jax.sweep.status import CHANGED, DONE, RunStatus, run_status
@@ -92,7 +93,7 @@ def write_plan_files(plan: Plan, runs: list[PlannedRun]) -> None:
     root = pathlib.Path(plan.workdir)
     write_json_atomic(root / "sweep.json", plan_json(plan))
     for run in runs:
-        write_json_atomic(root / run.name / "sweep_run.json", sweep_run_json(plan, run))
+        RunDir(root / run.name).write_sweep_record(sweep_run_json(plan, run))
 
 
 def write_commands(plan: Plan, runs: list[PlannedRun]) -> list[str]:
@@ -126,7 +127,7 @@ def _run_one(run: PlannedRun, run_dir: pathlib.Path, env: dict | None) -> tuple[
     env = dict(os.environ if env is None else env)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(run_dir.parent / ".jax_cache"))
     terminated = []
-    with (run_dir / "train.log").open("ab") as log:
+    with RunDir(run_dir).train_log.open("ab") as log:
         log.write(f"\n$ {shlex.join(run.command)}\n".encode())
         log.flush()
         proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -158,7 +159,7 @@ def run_plan(plan: Plan, *, only: str | None = None, max_runs: int | None = None
         check_unchanged(status)
     root = pathlib.Path(plan.workdir)
     write_plan_files(plan, [r for r in runs if status[r.name].status == DONE
-                            and not (root / r.name / "sweep_run.json").is_file()])
+                            and not RunDir(root / r.name).sweep_run_json.is_file()])
     summary, started = Summary(), 0
     todo = [r for r in runs if status[r.name].status != DONE]
     summary.skipped = len(runs) - len(todo)
@@ -170,24 +171,25 @@ def run_plan(plan: Plan, *, only: str | None = None, max_runs: int | None = None
         if status[run.name].status == CHANGED:
             out(f"moved {run.name} aside to {_move_aside(run_dir)} (--force)")
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_dir / "sweep_run.json", sweep_run_json(plan, run))
-        (run_dir / "FAILED").unlink(missing_ok=True)
+        folder = RunDir(run_dir)
+        folder.write_sweep_record(sweep_run_json(plan, run))
+        folder.clear_failed()
         started += 1
         t0 = time.time()
         rc, terminated = _run_one(run, run_dir, env)
         took = f"{time.time() - t0:.0f} s"
-        if rc == 0 and (run_dir / "results.json").is_file():
+        if rc == 0 and folder.results_json.is_file():
             summary.done += 1
-            last = _tail(run_dir / "train.log", 1)
+            last = _tail(folder.train_log, 1)
             out(f"[{i + 1}/{len(todo)}] {run.name}: done in {took}" + (f" | {last}" if last else ""))
         elif rc == 0 or terminated:  # SIGTERM: the trainer saved a checkpoint; rerunning resumes
             summary.left += 1
             summary.stopped = f"{run.name} was interrupted after {took} (rerun the sweep to resume it)"
         else:
             summary.failed += 1
-            tail = _tail(run_dir / "train.log")
-            write_text_atomic(run_dir / "FAILED", f"exit code {rc}\ncommand: {shlex.join(run.command)}\n"
-                                                   f"--- last {TAIL_LINES} lines of train.log ---\n{tail}\n")
+            tail = _tail(folder.train_log)
+            folder.write_failed(f"exit code {rc}\ncommand: {shlex.join(run.command)}\n"
+                                f"--- last {TAIL_LINES} lines of {folder.train_log.name} ---\n{tail}\n")
             out(f"[{i + 1}/{len(todo)}] {run.name}: FAILED (exit code {rc}) after {took}; see "
-                f"{run_dir / 'FAILED'}")
+                f"{folder.failed}")
     return summary

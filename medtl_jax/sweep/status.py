@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-from medtl_jax.runtime.run_folder import config_differences, read_json as _read_json
+from medtl_jax.runtime.run_folder import RunDir, config_differences
 
 DONE, CHANGED, FAILED, PARTIAL, TODO = "done", "changed", "failed", "partial", "todo"
 
@@ -27,20 +27,21 @@ class RunStatus:
 
 def run_status(run_dir: str | pathlib.Path, planned_config: dict) -> RunStatus:
     """The status of the run in `run_dir` against the config the sweep plans for it."""
-    run_dir = pathlib.Path(run_dir)
-    results, config = run_dir / "results.json", run_dir / "config.json"
-    if results.is_file():
-        recorded = _read_json(results).get("config")
-        if recorded is None and config.is_file():
-            recorded = _read_json(config)
+    run_dir = RunDir(run_dir)
+    started = run_dir.config_json.is_file()
+    results = run_dir.read_results()
+    if results is not None:
+        recorded = results.get("config")
+        if recorded is None and started:
+            recorded = run_dir.read_config()
         diff = config_differences(recorded or {}, planned_config)
         return RunStatus(CHANGED, tuple(diff)) if diff else RunStatus(DONE)
-    if config.is_file():
-        diff = config_differences(_read_json(config), planned_config)
+    if started:
+        diff = config_differences(run_dir.read_config(), planned_config)
         if diff:
             return RunStatus(CHANGED, tuple(diff))
-    if (run_dir / "FAILED").is_file():
+    if run_dir.failed.is_file():
         return RunStatus(FAILED)
-    if config.is_file() or (run_dir / "checkpoints").is_dir():
+    if started or run_dir.checkpoints_dir.is_dir():
         return RunStatus(PARTIAL)
     return RunStatus(TODO)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pathlib
-
-from medtl_jax.runtime.atomic_io import write_text_atomic
+from medtl_jax.tasks.families import SEGMENTATION, family_of
 
 _METRICS = (("auc", "AUC"), ("accuracy", "ACC"), ("balanced_accuracy", "balanced ACC"),
             ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "F1"), ("qwk", "QWK"),
@@ -31,7 +29,7 @@ def _transfer(cfg: dict) -> str:
 
 def _loss(cfg: dict, data: dict) -> str:
     loss = cfg.get("loss", {})
-    if data["task"] == "segmentation":
+    if family_of(data["task"]) is SEGMENTATION:
         return loss.get("segmentation", "dice_ce")
     head = cfg.get("task", {}).get("ordinal_head", "dense") if data["task"] == "ordinal" else "dense"
     return f"imbalance strategy {loss.get('imbalance', 'none')}, {head} head"
@@ -104,8 +102,3 @@ def _config_changes(history: list[dict]) -> list[str]:
         lines.append(f"- from step {entry['step']}: " + "; ".join(
             f"{k} {before!r} -> {after!r}" for k, (before, after) in entry["changes"].items()))
     return lines + [""]
-
-
-def write_run_report(path: str | pathlib.Path, results: dict) -> pathlib.Path:
-    """Writes report.md atomically."""
-    return write_text_atomic(path, render_run_report(results))

@@ -26,20 +26,20 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from medtl_jax.runtime import parallel, run_folder
-from medtl_jax.runtime.atomic_io import write_json_atomic
+from medtl_jax.runtime import parallel
+from medtl_jax.runtime.run_folder import RunDir
 from medtl_jax.runtime.checkpoint import RunCheckpoints
 from medtl_jax.config.validate import validate_config
 from medtl_jax.data import load_data
 from medtl_jax.data.subsets.training_subset import select_training_data
 from medtl_jax.runtime.metric_log import MetricLog
-from medtl_jax.train.classification_run import RunParts, classification_parts
+from medtl_jax.train.families import builder_for
+from medtl_jax.train.run_parts import RunParts
 from medtl_jax.weights.model_input import fold_pretrained
 from medtl_jax.models import get_spec
 from medtl_jax.transfer.optimizer import make_optimizer
 from medtl_jax.runtime.preemption import PreemptionWatch, Preempted
-from medtl_jax.train.run_report import write_run_report
-from medtl_jax.train.segmentation_run import segmentation_parts
+from medtl_jax.train.run_report import render_run_report
 from medtl_jax.transfer.modes import init_kind, initialize, wrap_optimizer
 from medtl_jax.weights.init_source import load_init_variables
 
@@ -105,8 +105,7 @@ def build_setup(config: ml_collections.ConfigDict) -> Setup:
                          "give the dataset a validation split")
     parallel.check_batch_size(config.train.batch_size, mesh, "config.train.batch_size")
     parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
-    make_parts = segmentation_parts if data.info.task == "segmentation" else classification_parts
-    parts = make_parts(config, data, mesh)
+    parts = builder_for(data.info).parts(config, data, mesh)
     if parts.steps_per_epoch == 0:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                          f"{len(data.sources['train'])} training examples used")
@@ -261,23 +260,23 @@ def _all_finite(state: TrainState) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def _diverged(what: str, step: int, ckpts: RunCheckpoints, workdir: pathlib.Path) -> NonFiniteLossError:
+def _diverged(what: str, step: int, ckpts: RunCheckpoints, run_dir: RunDir) -> NonFiniteLossError:
     last = ckpts.latest_step()
     fix = "lower config.optimizer.lr (or set config.optimizer.grad_clip_norm)"
     if last is None:
         kept = f"no checkpoint had been saved yet, so {fix} and rerun: the run starts afresh"
     else:
-        kept = (f"the last good checkpoint (step {last}) is kept in {workdir / 'checkpoints' / 'latest'}; {fix} "
+        kept = (f"the last good checkpoint (step {last}) is kept in {run_dir.checkpoint_dir('latest')}; {fix} "
                 "and rerun with --allow_config_change=optimizer.lr to continue from it, or use a new --workdir")
     return NonFiniteLossError(f"training diverged: {what} at step {step}, so nothing was saved from it; {kept}")
 
 
 def _save(ckpts: RunCheckpoints, which: tuple[str, ...], step: int, state: TrainState, record: dict,
-          workdir: pathlib.Path) -> None:
+          run_dir: RunDir) -> None:
     """Checkpoints (one per series in `which`), only of a finite state: no checkpoint ever holds NaN or
     Inf. The state is checked once for all series."""
     if not bool(_all_finite(state)):
-        raise _diverged("parameters or optimizer state became non-finite", step, ckpts, workdir)
+        raise _diverged("parameters or optimizer state became non-finite", step, ckpts, run_dir)
     for series in which:
         ckpts.save(series, step, state, record)
 
@@ -290,16 +289,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     the folder's run has the same config, except for the fields named in `allow_config_change`."""
     t_start = time.time()
     workdir = pathlib.Path(workdir)
+    run_dir = RunDir(workdir)
     validate_config(config)
-    run_folder.check_workdir(workdir)
+    run_dir.check_writable()
     current = json.loads(config.to_json_best_effort())
-    changes = run_folder.check_resume(workdir, current, allow_config_change)
+    changes = run_dir.check_resume(current, allow_config_change)
     s = build_setup(config)
     workdir.mkdir(parents=True, exist_ok=True)
     state = create_state(config, s)
-    ckpts = RunCheckpoints(workdir)
+    ckpts = RunCheckpoints(run_dir.path)
     try:
-        results = _train_and_test(config, workdir, s, state, ckpts, current, changes, t_start)
+        results = _train_and_test(config, run_dir, s, state, ckpts, current, changes, t_start)
     except BaseException:
         with contextlib.suppress(Exception):  # the first error is the one to report
             ckpts.close()
@@ -308,7 +308,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     return results
 
 
-def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, ckpts: RunCheckpoints,
+def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts: RunCheckpoints,
                     current: dict, changes: dict, t_start: float) -> dict:
     record = {"epoch": 0, "best_score": float("-inf"), "best_epoch": -1, "train_seconds": 0.0}
     restored = ckpts.restore("latest", state)
@@ -319,8 +319,8 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
         log.warning("continuing with config changes allowed on purpose: %s",
                     "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changes.items()))
     if jax.process_index() == 0:
-        run_folder.record_config(workdir, current, changes, int(state.step))
-    metric_log = MetricLog(workdir, resume_step=int(state.step))
+        run_dir.record_config(current, changes, int(state.step))
+    metric_log = MetricLog(run_dir, resume_step=int(state.step))
     train_step = make_train_step(s)
 
     step = int(state.step)
@@ -337,7 +337,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
                     host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                     if not np.isfinite(host["loss"]):
                         ckpts.wait()
-                        raise _diverged(f"training loss became {host['loss']}", step, ckpts, workdir)
+                        raise _diverged(f"training loss became {host['loss']}", step, ckpts, run_dir)
                     rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
                     metric_log.write(step, "train", {**host, "images_per_second": rate})
                     bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
@@ -345,15 +345,15 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
                 mid_epoch = step % s.steps_per_epoch != 0
                 if mid_epoch and preemption.requested():
                     record["train_seconds"] += time.time() - t_train
-                    _save(ckpts, ("latest",), step, state, record, workdir)
+                    _save(ckpts, ("latest",), step, state, record, run_dir)
                     ckpts.wait()
                     raise Preempted(f"{preemption.reason} received: stopped at step {step} with a checkpoint in "
-                                    f"{workdir / 'checkpoints' / 'latest'}; rerun the same command to resume")
+                                    f"{run_dir.checkpoint_dir('latest')}; rerun the same command to resume")
                 every = config.train.checkpoint_every_steps
                 if mid_epoch and every and step % every == 0:
                     record["train_seconds"] += time.time() - t_train
                     t_train = time.time()
-                    _save(ckpts, ("latest",), step, state, record, workdir)
+                    _save(ckpts, ("latest",), step, state, record, run_dir)
             # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
             val = s.parts.evaluator.validate(state)
             metric_log.write(step, "val", val)
@@ -364,7 +364,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
             improved = score > record["best_score"] or record["best_epoch"] < 0
             if improved:
                 record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
-            _save(ckpts, ("best", "latest") if improved else ("latest",), step, state, record, workdir)
+            _save(ckpts, ("best", "latest") if improved else ("latest",), step, state, record, run_dir)
             if jax.process_index() == 0:
                 tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
                            f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
@@ -372,7 +372,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
             if step < s.total_steps and preemption.requested():
                 ckpts.wait()
                 raise Preempted(f"{preemption.reason} received: stopped after epoch {epoch + 1} (step {step}) with "
-                                f"a checkpoint in {workdir / 'checkpoints' / 'latest'}; rerun the same command to "
+                                f"a checkpoint in {run_dir.checkpoint_dir('latest')}; rerun the same command to "
                                 "resume")
     ckpts.wait()
 
@@ -380,7 +380,7 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
     # Evaluation: the best validation checkpoint, on validation and (once) on test.
     # ------------------------------------------------------------------------------------------------
     best_state, best_record = ckpts.restore("best", state)
-    results: dict[str, Any] = s.parts.evaluator.final(best_state, workdir)
+    results: dict[str, Any] = s.parts.evaluator.final(best_state, run_dir)
     results["selection"] = {"metric": s.parts.select_metric, "best_epoch": best_record["best_epoch"],
                             "best_step": best_record.get("best_step"), "val_score": best_record["best_score"]}
     results["data"] = {**dataclasses.asdict(s.data.info), "train_examples_used": len(s.data.sources["train"]),
@@ -391,10 +391,9 @@ def _train_and_test(config, workdir: pathlib.Path, s: Setup, state: TrainState, 
     results["environment"] = {"jax": jax.__version__, "backend": jax.default_backend(),
                               "devices": jax.device_count(), "processes": jax.process_count()}
     results["config"] = current
-    results["config_changes"] = run_folder.config_changes(workdir)
+    results["config_changes"] = run_dir.config_changes()
     metric_log.write(s.total_steps, "test", results["test"])
     metric_log.close()
     if jax.process_index() == 0:
-        write_json_atomic(workdir / run_folder.RESULTS_JSON, results)
-        write_run_report(workdir / run_folder.REPORT_MD, results)
+        run_dir.write_results(results, render_run_report(results))
     return results

@@ -56,7 +56,7 @@ def select_training_data(data_config, bundle: DataBundle) -> DataBundle:
     if fraction == 1.0 and not sites:
         return bundle
     sources = dict(bundle.sources)
-    labelled = bundle.info.task != "segmentation"
+    labelled = bundle.info.example_labels
     keys = ([SITE_KEY] if sites and SITE_KEY in bundle.info.attributes else []) + (
         ["label"] if fraction < 1.0 and labelled else [])
     train = record_values(sources["train"], keys)

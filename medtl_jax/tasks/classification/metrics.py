@@ -14,6 +14,8 @@ from typing import Callable
 import numpy as np
 from sklearn import metrics as skm
 
+from medtl_jax.data.types import EXAMPLE_LABEL_KINDS
+
 MULTICLASS_KINDS = ("multiclass", "ordinal")
 
 
@@ -206,7 +208,9 @@ def _json_threshold(threshold: float | np.ndarray) -> float | list[float]:
 # Validation metrics that can pick the tested checkpoint (`config.train.select_metric`), per task kind:
 # each is a key of `classification_report` for that kind, larger is better.
 SELECTABLE_METRICS = {kind: ("auc", "accuracy", "balanced_accuracy", "f1") + (("qwk",) if kind == "ordinal" else ())
-                      for kind in ("binary", "multiclass", "multilabel", "ordinal")}
+                      for kind in EXAMPLE_LABEL_KINDS}
+# Test metrics a study report tables, in this order (those a run's results carry).
+REPORTED_METRICS = ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "ece", "qwk")
 
 
 def classification_report(kind: str, labels: np.ndarray, scores: np.ndarray, *,

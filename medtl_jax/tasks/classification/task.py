@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from medtl_jax.data.types import EXAMPLE_LABEL_KINDS
 from medtl_jax.tasks.classification import metrics
 from medtl_jax.tasks.classification import ordinal
 
-TASK_KINDS = ("binary", "multiclass", "ordinal", "multilabel")
+TASK_KINDS = EXAMPLE_LABEL_KINDS
 HEADS = ("dense", "coral")
 
 

@@ -23,6 +23,8 @@ from scipy import ndimage
 
 # Validation metrics that can pick the tested checkpoint (`config.train.select_metric`); larger is better.
 SELECTABLE_METRICS = ("dice", "iou")
+# Test metrics a study report tables, in this order.
+REPORTED_METRICS = ("dice", "iou", "hd95", "accuracy")
 
 
 def _restrict(pred: np.ndarray, true: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

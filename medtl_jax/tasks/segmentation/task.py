@@ -120,6 +120,10 @@ class SegmentationTask:
             return dice
         return dice + pixel_mean(self.pixel_ce(logits, masks))
 
+    def batch_loss(self, logits: jax.Array, batch: dict) -> jax.Array:
+        """Per-example loss [B] of a training batch ({'image', 'mask', 'valid'})."""
+        return self.loss(logits, batch["mask"], batch["valid"])
+
     def probabilities(self, logits: jax.Array) -> jax.Array:
         """Foreground probability [B, H, W] for binary; softmax [B, H, W, C] otherwise."""
         logits = jnp.asarray(logits, jnp.float32)
