@@ -106,31 +106,3 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.num_devices = 0              # 0 = all devices
     c.mesh.batch_norm = "global"        # BN batch statistics: 'global' (whole batch, = SyncBN) | 'per_device'
     return c
-
-
-def parse_args(arg: str | None, defaults: dict) -> dict:
-    """'k=v,k=v' config-file arguments -> dict, typed like `defaults`; unknown keys name the valid ones."""
-    out = dict(defaults)
-    for item in filter(None, (arg or "").split(",")):
-        if "=" not in item:
-            raise ValueError(f"config argument {item!r} is not key=value; valid keys: {sorted(defaults)}")
-        key, value = item.split("=", 1)
-        if key not in defaults:
-            raise ValueError(f"unknown config argument {key!r}; valid keys: {sorted(defaults)}")
-        out[key] = _typed(key, value, defaults[key])
-    return out
-
-
-def _typed(key: str, value: str, default):
-    """`value` converted to the type of `default`; a ValueError names the argument and the type."""
-    if default is None or isinstance(default, str):
-        return value
-    if isinstance(default, bool):
-        if value.lower() not in ("true", "false", "1", "0"):
-            raise ValueError(f"config argument {key}={value!r} must be true or false")
-        return value.lower() in ("true", "1")
-    try:
-        return type(default)(value)
-    except ValueError:
-        raise ValueError(f"config argument {key}={value!r} must be {type(default).__name__} "
-                         f"(e.g. {key}={default})") from None

@@ -31,7 +31,8 @@ PneumoniaMNIST ResNet-18 (28) 0.944 / 0.854; RetinaMNIST ResNet-18 (28) 0.717 / 
 EfficientNet-Lite0 ImageNet transfer at 128 px reaches 0.969 / 0.841 on PneumoniaMNIST in 10 epochs.
 """
 
-from configs.base import base_config, parse_args
+from configs.base import base_config
+from medtl_jax.config.arguments import parse_args
 
 DEFAULTS = {"dataset": "pneumoniamnist", "model": "resnet18", "init": "scratch", "size": 28,
             "source": 28, "recipe": "paper"}

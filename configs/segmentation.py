@@ -24,7 +24,8 @@ IoU 0.596, HD95 17.8 px with the ImageNet Lite0 encoder; the same recipe from sc
 (Dice 0.23). Published U-Nets reach 0.80-0.83 with far longer training.
 """
 
-from configs.base import base_config, parse_args
+from configs.base import base_config
+from medtl_jax.config.arguments import parse_args
 
 DEFAULTS = {"dataset": "drive", "model": "efficientnet_lite0", "init": "imagenet", "decoder": "unet", "epochs": 30}
 

@@ -62,6 +62,22 @@ def local_imports(root: pathlib.Path) -> list[str]:
             for t, line, inside in imports if inside]
 
 
+# Folders of the repository beside the package: the package must not import them (they sit above it).
+REPO_FOLDERS = ("configs", "launch", "tests", "benchmarks")
+
+
+def repo_imports(root: pathlib.Path) -> list[str]:
+    """Imports of the repository's own folders (configs/, launch/, ...) from inside the package, at any depth."""
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            bad += [f"{_module_name(root, path)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in REPO_FOLDERS]
+    return bad
+
+
 def import_cycles(root: pathlib.Path) -> list[list[str]]:
     """Module cycles (each as the list of its modules), by depth-first search."""
     found = _imports(root)
@@ -92,6 +108,10 @@ def test_no_import_cycles_and_no_function_local_imports():
     assert local_imports(PACKAGE) == []
 
 
+def test_the_package_imports_no_repository_folder():
+    assert repo_imports(PACKAGE) == []
+
+
 def test_the_checks_catch_an_upward_import_a_cycle_and_a_hidden_one(tmp_path):
     pkg = tmp_path / "medtl_jax"
     for sub in ("runtime", "train"):
@@ -99,13 +119,14 @@ def test_the_checks_catch_an_upward_import_a_cycle_and_a_hidden_one(tmp_path):
         (pkg / sub / "__init__.py").write_text("")
     (pkg / "__init__.py").write_text("")
     (pkg / "runtime" / "io.py").write_text("from medtl_jax.train import loop\n")
-    (pkg / "train" / "loop.py").write_text("def f():\n    from medtl_jax.runtime import io\n")
+    (pkg / "train" / "loop.py").write_text("def f():\n    from medtl_jax.runtime import io\n    from configs.base import x\n")
     (pkg / "loose.py").write_text("")
     assert layer_violations(pkg) == ["medtl_jax.loose is not in a layer (runtime, models, weights, data, tasks, "
                                      "transfer, config, train, inference, sweep, report)",
                                      "medtl_jax.runtime.io:1 imports medtl_jax.train.loop (train is above runtime)"]
     assert import_cycles(pkg) == [["medtl_jax.runtime.io", "medtl_jax.train.loop", "medtl_jax.runtime.io"]]
     assert local_imports(pkg) == ["medtl_jax.train.loop:2 imports medtl_jax.runtime.io inside a function"]
+    assert repo_imports(pkg) == ["medtl_jax.train.loop:3 imports configs.base"]
 
 
 @pytest.mark.parametrize("layer", LAYERS)

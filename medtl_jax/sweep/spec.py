@@ -20,6 +20,8 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from medtl_jax.config.arguments import parse_args
+
 ARG_PREFIX = ":"
 
 
@@ -67,7 +69,6 @@ class Sweep:
 def parse_sweep_args(arg: str | None, defaults: dict, flags: Sequence[str] = ()) -> dict:
     """'k=v,flag' sweep-file arguments -> dict typed like `defaults`, plus flag -> bool; unknown keys name
     the valid ones."""
-    from configs.base import parse_args  # the config files' own k=v parsing
     items = [s for s in (arg or "").split(",") if s]
     out = {f: False for f in flags}
     for f in flags:
