@@ -19,6 +19,7 @@ from medtl_jax.data.pipeline.batches import RESIZE_METHODS
 from medtl_jax.models import MODELS
 from medtl_jax.models.resnet import STEMS
 from medtl_jax.models.segmenter import DECODERS
+from medtl_jax.runtime.parallel import BATCH_NORM_MODES
 from medtl_jax.tasks.classification.losses import IMBALANCE_STRATEGIES, WEIGHT_SCHEMES
 from medtl_jax.tasks.classification.task import HEADS
 from medtl_jax.tasks.families import SELECTABLE_METRICS
@@ -156,6 +157,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("loss.focal_alpha", config.loss.focal_alpha, WEIGHT_SCHEMES)
     _choice("loss.segmentation", config.loss.segmentation, SEGMENTATION_LOSSES)
     _choice("segmentation.decoder", config.segmentation.decoder, DECODERS)
+    _choice("mesh.batch_norm", config.mesh.batch_norm, BATCH_NORM_MODES)
     check_numbers(config)
     check_paths(config)
     if config.model.init in PRETRAINED_INITS and not MODELS[config.model.name].pretrained:

@@ -13,6 +13,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# BatchNorm statistics over the whole global batch (SyncBN) or per device (config.mesh.batch_norm).
+BATCH_NORM_MODES = ("global", "per_device")
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:

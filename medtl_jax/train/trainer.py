@@ -1,8 +1,8 @@
 """The trainer. Reads top to bottom: set-up, state, step, loop, evaluation, checkpoint.
 
-`train_and_evaluate(config, workdir)` trains a classifier or a segmenter chosen by config (the task-specific
-parts come from `classification_run` / `segmentation_run`; the optimizer is wrapped for the transfer mode
-by `medtl_jax.transfer.modes`), validates every epoch, keeps
+`train_and_evaluate(config, workdir)` trains a classifier or a segmenter chosen by the data's task family (its
+parts come from `medtl_jax.train.families`; the optimizer is wrapped for the transfer mode by
+`medtl_jax.transfer.modes`), validates every epoch, keeps
 the checkpoint with the best validation metric, evaluates the test split once with it, and writes
 `results.json` and `report.md`. Rerunning the same command on the same workdir resumes from the latest
 checkpoint (mid-epoch too: the data order is a pure function of seed, epoch and step).
@@ -128,10 +128,7 @@ def bn_groups(config: ml_collections.ConfigDict, mesh) -> int:
     """How many groups of rows get their own BatchNorm statistics: 1 for 'global' (statistics of the
     whole global batch, what SyncBN computes), one per device for 'per_device' (what pmap code without an
     axis_name computes; results then depend on the device count)."""
-    mode = config.mesh.get("batch_norm", "global")
-    if mode not in ("global", "per_device"):
-        raise ValueError(f"config.mesh.batch_norm={mode!r} is not one of ('global', 'per_device')")
-    return mesh.devices.size if mode == "per_device" else 1
+    return mesh.devices.size if config.mesh.get("batch_norm", "global") == "per_device" else 1
 
 
 # ----------------------------------------------------------------------------------------------------
