@@ -6,10 +6,13 @@ The package is layered; each folder imports only the folders above it in this li
   runtime/    atomic writes, downloads, multi-process start-up, mesh and shardings, preemption (SIGTERM,
               Ctrl-C), orbax checkpoints, metric logs, the run folder's files, one-line CLI errors
   models/     backbones, one file per family (resnet, vgg, alexnet, densenet, inception, efficientnet,
-              efficientnet_lite, cbr), the registry (MODELS), depth stages, the U-Net/FCN segmenter;
-              layers/ holds what families share (fast convolutions, pooling, the classifier head)
+              efficientnet_lite, cbr), each exporting SPECS: one ModelSpec (spec) per name with everything
+              about it (input, depth stages, stem, ImageNet checkpoint); the registry (MODELS, their union),
+              stage lookups (stages), the U-Net/FCN segmenter; layers/ holds what families share (fast
+              convolutions, pooling, the classifier head)
   weights/    foreign checkpoints -> flax variables (torch .pth without torch, Keras .h5), one name map per
-              family, the weight store, init sources, gray-input stem folding (channels, model_input)
+              family, the weight store (LAYOUTS: a spec's checkpoint layout -> its converter), init
+              sources, gray-input stem folding (channels, model_input)
   data/       types (DataInfo, DataBundle) and the registry (DATASETS, load_data); sources/ (MedMNIST,
               synthetic, segmentation folders, users' datasets), pipeline/ (grain batches, patches,
               balanced sampling), subsets/ (fractions, sites), ingest/ (image files, DICOM, manifests,
@@ -23,6 +26,7 @@ The package is layered; each folder imports only the folders above it in this li
   sweep/      sweep specs, planning, status of run folders, the subprocess runner
   report/     study reports over a sweep folder: tables, statistics, figures
 
-Add a backbone in models/ (+ its name map in weights/), a dataset in data/sources/, a head or loss in
-tasks/, a transfer mode in transfer/, a report figure in report/.
+Add a backbone in models/ (a family file exporting SPECS + one MODELS line; its name map and LAYOUTS
+entry in weights/), a dataset in data/sources/, a head or loss in tasks/, a transfer mode in transfer/, a
+report figure in report/.
 """

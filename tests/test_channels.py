@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medtl_jax.models import MODELS, NORMALIZATION, build_classifier
+from medtl_jax.models import MODELS, NORMALIZATION
 from medtl_jax.models.layers.heads import Classifier
 from medtl_jax.models.resnet import resnet18
-from medtl_jax.weights.channels import STEM_KERNELS, STEM_OFFSETS, fold_input_channels, gray_normalization
+from medtl_jax.weights.channels import fold_input_channels, gray_normalization
 
 IMAGENET = NORMALIZATION["imagenet"]
 
@@ -49,7 +49,7 @@ def _gray_pixels(seed: int = 1) -> np.ndarray:
 def test_plain_fold_is_exact_with_one_normalisation(resnet18_variables):
     """Gray normalised once and copied to 3 channels == the folded model on the single channel (logits)."""
     x1 = (_gray_pixels() - 0.5) / 0.25
-    folded = fold_input_channels(resnet18_variables, STEM_KERNELS["resnet18"], 1)
+    folded = fold_input_channels(resnet18_variables, MODELS["resnet18"].stem_kernel, 1)
     assert folded["params"]["backbone"]["conv1"]["kernel"].shape == (7, 7, 1, 64)
     assert resnet18_variables["params"]["backbone"]["conv1"]["kernel"].shape == (7, 7, 3, 64)  # untouched
     model = Classifier(resnet18(), 10)
@@ -77,8 +77,8 @@ def test_imagenet_fold_is_exact_off_the_padding_border(resnet18_variables):
 
     backbone_vars = lambda v: {c: v[c]["backbone"] for c in ("params", "batch_stats")}  # noqa: E731
     stem = lambda v, x: resnet18().apply(backbone_vars(v), x, train=False)["stem"]  # noqa: E731
-    folded = fold_input_channels(resnet18_variables, STEM_KERNELS["resnet18"], 1, input_norm=IMAGENET,
-                                 offset_path=STEM_OFFSETS["resnet18"])
+    folded = fold_input_channels(resnet18_variables, MODELS["resnet18"].stem_kernel, 1, input_norm=IMAGENET,
+                                 offset_path=MODELS["resnet18"].stem_offset)
     expected, got = np.asarray(stem(resnet18_variables, x3)), np.asarray(stem(folded, x1))
     inside = _interior(32, 7, 2, 3)
     assert (inside.start, inside.stop) == (2, 15)  # rows/cols 0, 1 and 15 read conv1's padding
@@ -89,7 +89,7 @@ def test_imagenet_fold_is_exact_off_the_padding_border(resnet18_variables):
     assert border > 1e-3  # the documented, unavoidable border difference
 
     # The plain sum ignores the per-channel constants: off everywhere, not just on the border.
-    plain = fold_input_channels(resnet18_variables, STEM_KERNELS["resnet18"], 1)
+    plain = fold_input_channels(resnet18_variables, MODELS["resnet18"].stem_kernel, 1)
     assert np.abs(np.asarray(stem(plain, x1)) - expected)[:, inside, inside].max() > 1e-2
 
 
@@ -141,27 +141,5 @@ def test_three_channels_and_bad_arguments(resnet18_variables):
                                plain["params"]["backbone"]["conv1"]["kernel"], rtol=1e-6)
 
 
-def _node(tree, path: str):
-    for part in path.split("/"):
-        tree = tree[part]
-    return tree
-
-
-def test_stem_maps_cover_every_pretrained_model():
-    """Every pretrained model has a stem entry; each distinct (kernel, offset) pair is checked on the first
-    (smallest) model using it -- a family's members share their stem code: a kernel with 3 input
-    channels and an offset target of its width. Shapes only (``eval_shape``): no compute."""
-    pretrained = sorted(name for name, spec in MODELS.items() if spec.pretrained)
-    assert sorted(STEM_KERNELS) == pretrained and sorted(STEM_OFFSETS) == pretrained
-    checked = {}
-    for name in MODELS:
-        if name in STEM_KERNELS:
-            checked.setdefault((STEM_KERNELS[name], STEM_OFFSETS[name]), name)
-    assert len(checked) == 7  # resnet, lite0, B*, inception, vgg (with or without BN), alexnet, densenet
-    for (kernel_path, offset_path), name in checked.items():
-        model = build_classifier(name, 2)
-        shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),  # noqa: B023
-                                jax.ShapeDtypeStruct((1, 96, 96, 3), jnp.float32))
-        kernel = _node(shapes["params"], kernel_path)["kernel"]
-        assert kernel.shape[2] == 3, name
-        assert _node(shapes, offset_path).shape == (kernel.shape[3],), name
+# Every model's stem paths (kernel with 3 input channels, offset of its width) are checked in
+# tests/test_model_specs.py.

@@ -12,7 +12,7 @@ from flax import traverse_util
 
 from configs.base import base_config
 from medtl_jax.transfer import modes as transfer
-from medtl_jax.models import MODELS, build_classifier
+from medtl_jax.models import build_classifier
 from medtl_jax.models import stages
 from medtl_jax.transfer.optimizer import make_optimizer
 
@@ -44,19 +44,7 @@ def _flat(tree):
 # Stage tables.
 # ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_stage_table_covers_every_backbone_param_once_in_feature_order(name):
-    backbone = MODELS[name].build_backbone()
-    x = jnp.zeros((1, _size(name), _size(name), 3))
-    features, variables = jax.eval_shape(
-        lambda: backbone.init_with_output({"params": jax.random.PRNGKey(0)}, x, train=False))
-    top_names = set(variables["params"]) | set(variables.get("batch_stats", {}))
-    matches = {top: stages.matching_stages(name, top) for top in top_names}
-    assert {top: m for top, m in matches.items() if len(m) != 1} == {}
-    used = {m[0] for m in matches.values()}
-    assert used == set(range(stages.num_stages(name))), "a stage matches no parameter"
-    # stage s computes the backbone's feature map s: the table follows the feature dict.
-    assert stages.stage_names(name) == list(features)
+# Every model's table covering its parameters is checked in tests/test_model_specs.py.
 
 
 def test_inception_aux_classifier_is_in_stage2():

@@ -1,116 +1,40 @@
-"""Model registry: backbone name -> how to build it, what input it expects, whether ImageNet weights exist.
+"""Model registry: backbone name -> its ``ModelSpec`` (how to build it, what input it expects, its depth
+stages, its stem, its ImageNet weights).
 
-Add a backbone by writing ``models/<family>.py`` (a module returning a dict of feature maps) and one
-``ModelSpec`` row in ``MODELS``; ``build_classifier`` then puts the standard head on it.
+A backbone's facts live in one place, its family file. To add a family:
+  1. write ``models/<family>.py``: the module (returning a dict of feature maps), its depth-stage table
+     (the rule is in ``models/stages.py``) and ``SPECS``, one ``ModelSpec`` per registered name (``spec.py``;
+     ``weights=WeightSource(...)`` names the checkpoint file, its URL and its ``layout``);
+  2. add one line ``**<family>.SPECS`` to ``MODELS`` below;
+  3. if it has ImageNet weights: its name map / converter in ``weights/`` and one ``LAYOUTS`` entry in
+     ``weights/store.py`` under the spec's layout key;
+  4. tests/test_model_specs.py checks every registered spec (stages cover the parameters, stem paths and
+     layout exist) and picks the new names up by itself.
+``build_classifier`` then puts the standard head on it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-from typing import Any, Callable
+from typing import Any
 
-import flax.linen as nn
 import jax.numpy as jnp
 
 from medtl_jax.models import alexnet, cbr, densenet, efficientnet, efficientnet_lite, inception, resnet, vgg
 from medtl_jax.models.layers.heads import Classifier
+from medtl_jax.models.spec import NORMALIZATION, ModelSpec, WeightSource
 
-# Per-channel (mean, std) in [0, 1] pixel units, applied by the data pipeline as (x - mean) / std.
-NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),  # torchvision's ImageNet statistics
-    "minus_one_one": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # x * 2 - 1, what TF-ported models expect
-    # Keras 'caffe': 255 * x - mean per channel, no std. Listed in RGB order; the model (input_bgr=True)
-    # then reverses the channels to the BGR its weights expect.
-    "caffe": ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255, 1 / 255, 1 / 255)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """How to build one backbone and feed it.
-
-    Attributes:
-      build_backbone: constructor taking keyword arguments (``dtype=``; ResNets also ``stem=``).
-      input_norm: key of ``NORMALIZATION`` the ImageNet weights were trained with.
-      default_input_size: side of the square input the weights were trained at.
-      dropout_rate: dropout before the classifier head (the source recipe's).
-      pretrained: whether ``medtl_jax.weights.store.load_pretrained`` has ImageNet weights for it.
-      stems: the stems ``build_classifier(stem=...)`` accepts; the first is the default.
-    """
-
-    build_backbone: Callable[..., nn.Module]
-    input_norm: str
-    default_input_size: int
-    dropout_rate: float
-    pretrained: bool
-    stems: tuple[str, ...] = ("imagenet",)
-
-
-def _resnet_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
-    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
-                     pretrained=True, stems=resnet.STEMS)
-
-
-def _imagenet_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
-    """A torchvision-ported backbone: ImageNet normalisation, 224 input, no extra dropout at the head
-    (VGG and AlexNet keep their own dropout inside, around fc6/fc7)."""
-    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
-                     pretrained=True)
-
-
-def _scratch_spec(constructor: Callable[..., nn.Module]) -> ModelSpec:
-    """A small net trained from scratch (Transfusion's CBR family): no ImageNet weights."""
-    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
-                     pretrained=False)
-
-
-def _efficientnet_spec(constructor: Callable[..., nn.Module], size: int) -> ModelSpec:
-    """A torchvision EfficientNet-B*: ImageNet normalisation, the paper's input side, and the head
-    dropout of torchvision's config (``efficientnet.ARCHS``)."""
-    *_, dropout = efficientnet.ARCHS[constructor.__name__]
-    return ModelSpec(constructor, input_norm="imagenet", default_input_size=size, dropout_rate=dropout,
-                     pretrained=True)
-
+__all__ = ["MODELS", "NORMALIZATION", "ModelSpec", "WeightSource", "build_classifier", "get_spec"]
 
 MODELS: dict[str, ModelSpec] = {
-    "resnet18": _resnet_spec(resnet.resnet18),
-    "resnet34": _resnet_spec(resnet.resnet34),
-    "resnet50": _resnet_spec(resnet.resnet50),
-    "resnet101": _resnet_spec(resnet.resnet101),
-    "resnet152": _resnet_spec(resnet.resnet152),
-    "efficientnet_lite0": ModelSpec(efficientnet_lite.efficientnet_lite0, input_norm="minus_one_one",
-                                    default_input_size=224, dropout_rate=0.2, pretrained=True),
-    # The paper's resolutions (torchvision's transforms for its B2 weights crop 288 instead of 260).
-    "efficientnet_b0": _efficientnet_spec(efficientnet.efficientnet_b0, 224),
-    "efficientnet_b1": _efficientnet_spec(efficientnet.efficientnet_b1, 240),
-    "efficientnet_b2": _efficientnet_spec(efficientnet.efficientnet_b2, 260),
-    "efficientnet_b3": _efficientnet_spec(efficientnet.efficientnet_b3, 300),
-    # ImageNet-normalised input; the backbone's transform_input re-normalises it for Google's weights.
-    "inception_v3": ModelSpec(inception.inception_v3, input_norm="imagenet", default_input_size=299,
-                              dropout_rate=0.5, pretrained=True),
-    "vgg11": _imagenet_spec(vgg.vgg11),
-    "vgg11_bn": _imagenet_spec(vgg.vgg11_bn),
-    "vgg13": _imagenet_spec(vgg.vgg13),
-    "vgg13_bn": _imagenet_spec(vgg.vgg13_bn),
-    "vgg16": _imagenet_spec(vgg.vgg16),
-    "vgg16_bn": _imagenet_spec(vgg.vgg16_bn),
-    "vgg19": _imagenet_spec(vgg.vgg19),
-    "vgg19_bn": _imagenet_spec(vgg.vgg19_bn),
-    "alexnet": _imagenet_spec(alexnet.alexnet),
-    "densenet121": _imagenet_spec(densenet.densenet121),
-    "densenet169": _imagenet_spec(densenet.densenet169),
-    "densenet201": _imagenet_spec(densenet.densenet201),
-    # keras.applications layouts (Keras ImageNet or RadImageNet .h5 files; medtl_jax.weights.keras_applications).
-    "resnet50_keras": ModelSpec(resnet.resnet50_keras, input_norm="caffe", default_input_size=224,
-                                dropout_rate=0.0, pretrained=True, stems=resnet.STEMS),
-    "densenet121_keras": _imagenet_spec(densenet.densenet121_keras),
-    "inception_v3_keras": ModelSpec(inception.inception_v3_keras, input_norm="minus_one_one",
-                                    default_input_size=299, dropout_rate=0.0, pretrained=True),
-    "cbr_larget": _scratch_spec(cbr.cbr_larget),
-    "cbr_largew": _scratch_spec(cbr.cbr_largew),
-    "cbr_small": _scratch_spec(cbr.cbr_small),
-    "cbr_tiny": _scratch_spec(cbr.cbr_tiny),
+    **resnet.SPECS,
+    **efficientnet_lite.SPECS,
+    **efficientnet.SPECS,
+    **inception.SPECS,
+    **vgg.SPECS,
+    **alexnet.SPECS,
+    **densenet.SPECS,
+    **cbr.SPECS,
 }
 
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from medtl_jax.models.layers.pooling import adaptive_avg_pool
+from medtl_jax.models.spec import ModelSpec, StageTable, torchvision_weights
 
 POOLED_SIZE = (6, 6)
 # torch's default Conv2d/Linear init (kaiming_uniform, a=sqrt(5)) is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -79,3 +80,22 @@ class AlexNet(nn.Module):
 def alexnet(**kwargs) -> AlexNet:
     """torchvision's AlexNet backbone; kwargs (dtype, dropout_rate) go to ``AlexNet``."""
     return AlexNet(**kwargs)
+
+
+# Depth stages (medtl_jax.models.stages): one per feature map, no separate stem, and a last 'pre_logits'
+# stage, fc6 and fc7, which the feature dict ends on.
+DEPTH_STAGES: StageTable = (
+    ("stage1", r"conv1"),
+    ("stage2", r"conv2"),
+    ("stage3", r"conv[345]"),
+    ("pre_logits", r"fc6|fc7"),
+)
+
+SPECS: dict[str, ModelSpec] = {
+    # ImageNet normalisation, 224 input, no extra dropout at the head (AlexNet keeps its own before fc6
+    # and fc7), torchvision's IMAGENET1K_V1 weights.
+    "alexnet": ModelSpec(alexnet, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                         stages=DEPTH_STAGES, stem_kernel="backbone/conv1",
+                         stem_offset="params/backbone/conv1/bias",
+                         weights=torchvision_weights("alexnet-owt-7be5be79.pth", "torchvision_alexnet")),
+}

@@ -25,13 +25,14 @@ max-pool (strides 2, 4, 8, 16[, 32]), so the ``Classifier`` pools exactly what t
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from medtl_jax.models.resnet import batch_norm, conv
+from medtl_jax.models.spec import ModelSpec, StageTable
 
 
 class CBR(nn.Module):
@@ -89,3 +90,24 @@ def cbr_small(**kwargs) -> CBR:
 def cbr_tiny(**kwargs) -> CBR:
     """CBR-Tiny: four 5x5 blocks, 64 .. 512 channels; kwargs go to ``CBR``."""
     return CBR(*ARCHS["cbr_tiny"], **kwargs)
+
+
+# Depth stages (medtl_jax.models.stages): one per conv block, no separate stem.
+def depth_stages(num_blocks: int) -> StageTable:
+    """Stage i is block i's conv and BatchNorm."""
+    return tuple((f"stage{i}", rf"(conv|bn){i}") for i in range(1, num_blocks + 1))
+
+
+def _spec(constructor: Callable[..., CBR]) -> ModelSpec:
+    """A small net trained from scratch (Transfusion's CBR family): no ImageNet weights, no stem to fold."""
+    widths, _ = ARCHS[constructor.__name__]
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     stages=depth_stages(len(widths)))
+
+
+SPECS: dict[str, ModelSpec] = {
+    "cbr_larget": _spec(cbr_larget),
+    "cbr_largew": _spec(cbr_largew),
+    "cbr_small": _spec(cbr_small),
+    "cbr_tiny": _spec(cbr_tiny),
+}

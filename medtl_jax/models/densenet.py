@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from medtl_jax.models.layers.conv import Conv2D
 
 from medtl_jax.models.resnet import batch_norm
+from medtl_jax.models.spec import ModelSpec, StageTable, WeightSource, keras_weights, torchvision_weights
 
 # torchvision: kaiming_normal_ with its defaults (fan_in, ReLU gain) -> N(0, 2 / (k*k*in)).
 conv_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -165,3 +166,35 @@ def densenet121_keras(**kwargs) -> DenseNet:
     BatchNorm eps 1.001e-5; the layout of Keras's ImageNet and RadImageNet files. Its 'torch' input
     preprocessing is the 'imagenet' normalisation. kwargs go to ``DenseNet``."""
     return DenseNet(ARCHS["densenet121"], **{"bn_epsilon": 1.001e-5, **kwargs})
+
+
+# Depth stages (medtl_jax.models.stages): a transition downsamples, so it opens the next stage
+# (transition1 belongs to stage2).
+DEPTH_STAGES: StageTable = (
+    ("stem", r"conv0|norm0"),
+    ("stage1", r"denseblock1"),
+    ("stage2", r"transition1|denseblock2"),
+    ("stage3", r"transition2|denseblock3"),
+    ("stage4", r"transition3|denseblock4|norm5"),
+)
+
+
+def _spec(constructor: Callable[..., DenseNet], filename: str = "", *,
+          keras: WeightSource | None = None) -> ModelSpec:
+    """ImageNet normalisation (Keras's DenseNet 'torch' preprocessing too), 224 input, no head dropout;
+    torchvision's checkpoint ``filename``, or ``keras``'s."""
+    weights = keras or torchvision_weights(filename, "torchvision_densenet", arch=constructor.__name__)
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     stages=DEPTH_STAGES, stem_kernel="backbone/conv0",
+                     stem_offset="batch_stats/backbone/norm0/mean", weights=weights)
+
+
+SPECS: dict[str, ModelSpec] = {
+    # torchvision IMAGENET1K_V1 files; they use the legacy 'norm.1' keys (the converter takes both).
+    "densenet121": _spec(densenet121, "densenet121-a639ec97.pth"),
+    "densenet169": _spec(densenet169, "densenet169-b2777c0a.pth"),
+    "densenet201": _spec(densenet201, "densenet201-c1103571.pth"),
+    # keras.applications' DenseNet121 (Keras ImageNet or RadImageNet .h5 files).
+    "densenet121_keras": _spec(densenet121_keras, keras=keras_weights(
+        "densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5", "keras_densenet121")),
+}

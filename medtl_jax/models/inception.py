@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 
 from medtl_jax.models.resnet import batch_norm
+from medtl_jax.models.spec import ModelSpec, StageTable, keras_weights, torchvision_weights
 
 MIN_INPUT_SIZE = 75
 MIN_AUX_INPUT_SIZE = 299
@@ -303,3 +304,33 @@ def inception_v3_keras(**kwargs) -> InceptionV3:
     classifier): the layout of Keras's ImageNet and RadImageNet files. kwargs go to ``InceptionV3``."""
     kwargs = {"transform_input": False, "pool_count_include_pad": False, **kwargs}
     return InceptionV3(**kwargs)
+
+
+# Depth stages (medtl_jax.models.stages). The optional auxiliary classifier (AuxLogits) branches off
+# stage2's output and is grouped with stage2.
+DEPTH_STAGES: StageTable = (
+    ("stem", r"Conv2d_\w+"),
+    ("stage1", r"Mixed_5[a-z]"),
+    ("stage2", r"Mixed_6[a-z]|AuxLogits"),
+    ("stage3", r"Mixed_7[a-z]"),
+)
+STEM_KERNEL = "backbone/Conv2d_1a_3x3/conv"
+STEM_OFFSET = "batch_stats/backbone/Conv2d_1a_3x3/bn/mean"
+
+SPECS: dict[str, ModelSpec] = {
+    # ImageNet-normalised input; the backbone's transform_input re-normalises it for Google's weights.
+    # Google's weights are ported for the default model without the auxiliary classifier: the file's
+    # AuxLogits.* keys are dropped on purpose (and listed by the layout's skipped_keys).
+    "inception_v3": ModelSpec(
+        inception_v3, input_norm="imagenet", default_input_size=299, dropout_rate=0.5, stages=DEPTH_STAGES,
+        stem_kernel=STEM_KERNEL, stem_offset=STEM_OFFSET,
+        weights=torchvision_weights("inception_v3_google-0cc3c7bd.pth", "torchvision_inception"),
+        has_transform_input=True, has_aux_classifier=True),
+    # keras.applications' InceptionV3 (Keras ImageNet or RadImageNet .h5 files): [-1, 1] input directly.
+    "inception_v3_keras": ModelSpec(
+        inception_v3_keras, input_norm="minus_one_one", default_input_size=299, dropout_rate=0.0,
+        stages=DEPTH_STAGES, stem_kernel=STEM_KERNEL, stem_offset=STEM_OFFSET,
+        weights=keras_weights("inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+                              "keras_inception_v3"),
+        has_aux_classifier=True),
+}

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import collections
 import functools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from medtl_jax.models.layers.conv import Conv2D
+from medtl_jax.models.spec import ModelSpec, StageTable, WeightSource, keras_weights, torchvision_weights
 
 STEMS = ("imagenet", "cifar")
 VARIANTS = ("torchvision", "keras")
@@ -222,3 +223,37 @@ def resnet50_keras(**kwargs) -> ResNet:
     Keras's ImageNet and RadImageNet files. kwargs (stem, dtype, ...) go to ``ResNet``."""
     kwargs = {"variant": "keras", "bn_epsilon": 1.001e-5, "input_bgr": True, **kwargs}
     return ResNet(*ARCHS["resnet50"], **kwargs)
+
+
+# Depth stages (medtl_jax.models.stages): the stem is conv1 + bn1, stage s is layer<s> (its first block,
+# which downsamples, included).
+DEPTH_STAGES: StageTable = (
+    ("stem", r"conv1|bn1"),
+    ("stage1", r"layer1_\d+"),
+    ("stage2", r"layer2_\d+"),
+    ("stage3", r"layer3_\d+"),
+    ("stage4", r"layer4_\d+"),
+)
+
+
+def _spec(constructor: Callable[..., ResNet], filename: str = "", *, keras: WeightSource | None = None,
+          input_norm: str = "imagenet") -> ModelSpec:
+    """224 input, no head dropout, both stems; torchvision's checkpoint ``filename``, or ``keras``'s."""
+    weights = keras or torchvision_weights(filename, "torchvision_resnet", arch=constructor.__name__)
+    return ModelSpec(constructor, input_norm=input_norm, default_input_size=224, dropout_rate=0.0,
+                     stages=DEPTH_STAGES, stems=STEMS, stem_kernel="backbone/conv1",
+                     stem_offset="batch_stats/backbone/bn1/mean", weights=weights)
+
+
+SPECS: dict[str, ModelSpec] = {
+    # torchvision IMAGENET1K_V1 weights (the original ResNet recipe, the literature's usual baseline).
+    "resnet18": _spec(resnet18, "resnet18-f37072fd.pth"),
+    "resnet34": _spec(resnet34, "resnet34-b627a593.pth"),
+    "resnet50": _spec(resnet50, "resnet50-0676ba61.pth"),
+    "resnet101": _spec(resnet101, "resnet101-63fe2227.pth"),
+    "resnet152": _spec(resnet152, "resnet152-394f9c45.pth"),
+    # keras.applications' ResNet50 (Keras ImageNet or RadImageNet .h5 files; read by
+    # medtl_jax.weights.keras_applications), BGR 'caffe' input.
+    "resnet50_keras": _spec(resnet50_keras, keras=keras_weights(
+        "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5", "keras_resnet50"), input_norm="caffe"),
+}

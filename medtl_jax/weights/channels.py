@@ -16,7 +16,8 @@ When the fold is exact -- and what the code does otherwise:
     is ``sum_c W_c * s / std_c`` plus a constant per output channel,
     ``delta = sum_{taps, c} W_c * (m - mean_c) / std_c``, which goes where the stem can absorb it:
     added to the stem conv's bias, or subtracted from the running mean of the BatchNorm right after it
-    (``offset_path``; ``STEM_OFFSETS`` names it per model; in training the batch mean absorbs it anyway).
+    (``offset_path``; each model's ``ModelSpec.stem_offset`` names it; in training the batch mean absorbs it
+    anyway).
     This is exact everywhere the conv window lies inside the image. Where the window reaches into the
     conv's zero padding (the outer ``pad / stride`` output rows and columns: 2 on each side for ResNet's
     7x7/2 pad 3), it is not, and cannot be: padding is 0 in normalised units, i.e. pixel value
@@ -41,37 +42,6 @@ import numpy as np
 from flax import traverse_util
 from flax.core import unfreeze
 
-# Model name -> params path (below 'params') of the stem conv whose kernel sees the input channels.
-STEM_KERNELS: dict[str, str] = {
-    **{f"resnet{d}": "backbone/conv1" for d in (18, 34, 50, 101, 152)},
-    "efficientnet_lite0": "backbone/conv_stem",
-    **{f"efficientnet_b{i}": "backbone/stem_conv" for i in range(4)},
-    "inception_v3": "backbone/Conv2d_1a_3x3/conv",
-    **{f"vgg{d}{bn}": "backbone/conv1_1" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-    "alexnet": "backbone/conv1",
-    **{f"densenet{d}": "backbone/conv0" for d in (121, 169, 201)},
-    "resnet50_keras": "backbone/conv1",
-    "densenet121_keras": "backbone/conv0",
-    "inception_v3_keras": "backbone/Conv2d_1a_3x3/conv",
-}
-
-# Model name -> where a constant per-output-channel offset of the stem conv can be folded (see the
-# module docstring): the conv's own 'params/.../bias', else the 'batch_stats/.../mean' of the
-# BatchNorm that directly follows it.
-STEM_OFFSETS: dict[str, str] = {
-    **{f"resnet{d}": "batch_stats/backbone/bn1/mean" for d in (18, 34, 50, 101, 152)},
-    "efficientnet_lite0": "batch_stats/backbone/bn0/mean",
-    **{f"efficientnet_b{i}": "batch_stats/backbone/stem_bn/mean" for i in range(4)},
-    "inception_v3": "batch_stats/backbone/Conv2d_1a_3x3/bn/mean",
-    **{f"vgg{d}{bn}": "params/backbone/conv1_1/bias" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
-    "alexnet": "params/backbone/conv1/bias",
-    **{f"densenet{d}": "batch_stats/backbone/norm0/mean" for d in (121, 169, 201)},
-    "resnet50_keras": "batch_stats/backbone/bn1/mean",
-    "densenet121_keras": "batch_stats/backbone/norm0/mean",
-    "inception_v3_keras": "batch_stats/backbone/Conv2d_1a_3x3/bn/mean",
-}
-
-
 def gray_normalization(mean: Sequence[float], std: Sequence[float]) -> tuple[float, float]:
     """(mean, std) to normalise a gray image with for a stem folded with ``input_norm=(mean, std)``:
     the averages of the per-channel constants (ImageNet: 0.449, 0.226)."""
@@ -86,12 +56,12 @@ def fold_input_channels(variables: dict, stem_kernel_path: str, in_channels: int
 
     Args:
       variables: nested ``{'params': ..., 'batch_stats': ...}`` (numpy or jax leaves); not modified.
-      stem_kernel_path: the stem conv below 'params', e.g. ``STEM_KERNELS['resnet18']``.
+      stem_kernel_path: the stem conv below 'params', e.g. ``MODELS['resnet18'].stem_kernel``.
       in_channels: channels of the new input (1 for gray); 3 returns the variables unchanged.
       input_norm: per-channel (mean, std) the weights were trained with, when the new input is normalised
         with ``gray_normalization(mean, std)`` instead of per channel; None for the plain fold.
       offset_path: full path ('params/.../bias' or 'batch_stats/.../mean') taking the constant offset the
-        fold leaves when ``input_norm``'s means differ; required then, e.g. ``STEM_OFFSETS[name]``.
+        fold leaves when ``input_norm``'s means differ; required then, e.g. ``MODELS[name].stem_offset``.
 
     Returns a new nested dict (untouched leaves are shared); changed leaves are numpy arrays of the
     original dtype.
@@ -123,7 +93,7 @@ def fold_input_channels(variables: dict, stem_kernel_path: str, in_channels: int
         if offset_path is None:
             raise ValueError("input_norm has different per-channel means, so the fold leaves a constant "
                              "offset per output channel: pass offset_path (the stem conv's bias or the "
-                             "running mean of the BatchNorm after it, e.g. STEM_OFFSETS[model_name])")
+                             "running mean of the BatchNorm after it, e.g. ModelSpec.stem_offset)")
         target = np.asarray(flat.get(offset_path)) if offset_path in flat else None
         if target is None or target.shape != offset.shape:
             raise ValueError(f"offset_path {offset_path!r} must name a vector of {offset.size} values in "

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from medtl_jax.models import NORMALIZATION, ModelSpec
-from medtl_jax.weights.channels import STEM_KERNELS, STEM_OFFSETS, fold_input_channels, gray_normalization
+from medtl_jax.models import MODELS, NORMALIZATION, ModelSpec
+from medtl_jax.weights.channels import fold_input_channels, gray_normalization
 
-INCEPTIONS = ("inception_v3",)  # torchvision's, with transform_input; the Keras one takes [-1, 1] directly
 SUPPORTED_CHANNELS = (1, 3)
+
+
+def _stem_kernel(spec: ModelSpec | None, model_name: str) -> str:
+    """``spec.stem_kernel``; ValueError naming the models that have one if ``model_name`` has none."""
+    if spec is None or spec.stem_kernel is None:
+        supported = ", ".join(name for name, s in MODELS.items() if s.stem_kernel is not None)
+        raise ValueError(f"config.model.in_channels=1: no stem to fold for {model_name!r} "
+                         f"(supported: {supported})")
+    return spec.stem_kernel
 
 
 def check_in_channels(model_name: str, in_channels: int, data_channels: int) -> None:
@@ -26,9 +34,8 @@ def check_in_channels(model_name: str, in_channels: int, data_channels: int) -> 
     if in_channels == 1 and data_channels != 1:
         raise ValueError(f"config.model.in_channels=1 needs gray images, but the dataset has "
                          f"{data_channels} channels")
-    if in_channels == 1 and model_name not in STEM_KERNELS:
-        raise ValueError(f"config.model.in_channels=1: no stem to fold for {model_name!r} "
-                         f"(supported: {', '.join(STEM_KERNELS)})")
+    if in_channels == 1:
+        _stem_kernel(MODELS.get(model_name), model_name)
 
 
 def input_normalization(spec: ModelSpec, model_name: str, in_channels: int) -> tuple[tuple, tuple]:
@@ -36,7 +43,7 @@ def input_normalization(spec: ModelSpec, model_name: str, in_channels: int) -> t
     mean, std = NORMALIZATION[spec.input_norm]
     if in_channels == 3:
         return tuple(mean), tuple(std)
-    if model_name in INCEPTIONS:
+    if spec.has_transform_input:
         return (0.5,), (0.5,)
     m, s = gray_normalization(mean, std)
     return (m,), (s,)
@@ -45,11 +52,12 @@ def input_normalization(spec: ModelSpec, model_name: str, in_channels: int) -> t
 def backbone_kwargs(model_name: str, in_channels: int, aux_outputs: int = 0) -> dict[str, Any]:
     """Constructor arguments beyond the defaults: Inception without transform_input for gray input,
     and with its auxiliary classifier sized to the task when `aux_outputs` > 0."""
+    spec = MODELS.get(model_name)
     kwargs: dict[str, Any] = {}
-    if model_name in INCEPTIONS and in_channels != 3:
+    if spec is not None and spec.has_transform_input and in_channels != 3:
         kwargs["transform_input"] = False
     if aux_outputs:
-        if not model_name.startswith("inception_v3"):
+        if spec is None or not spec.has_aux_classifier:
             raise ValueError(f"config.model.aux_loss_weight > 0 needs an Inception-V3 model, got {model_name!r}")
         kwargs.update(aux_logits=True, aux_num_outputs=aux_outputs)
     return kwargs
@@ -59,10 +67,11 @@ def fold_pretrained(variables: dict, spec: ModelSpec, model_name: str, in_channe
     """Pretrained RGB variables rewritten for `in_channels` inputs normalised by `input_normalization`."""
     if in_channels == 3:
         return variables
-    if model_name in INCEPTIONS or spec.input_norm == "minus_one_one":
-        return fold_input_channels(variables, STEM_KERNELS[model_name], in_channels)
+    stem_kernel = _stem_kernel(spec, model_name)
+    if spec.has_transform_input or spec.input_norm == "minus_one_one":
+        return fold_input_channels(variables, stem_kernel, in_channels)
     mean, std = NORMALIZATION[spec.input_norm]
     if spec.input_norm == "caffe":  # the weights see BGR: the stem kernel's channels are in that order
         mean, std = mean[::-1], std[::-1]
-    return fold_input_channels(variables, STEM_KERNELS[model_name], in_channels, input_norm=(mean, std),
-                               offset_path=STEM_OFFSETS[model_name])
+    return fold_input_channels(variables, stem_kernel, in_channels, input_norm=(mean, std),
+                               offset_path=spec.stem_offset)

