@@ -17,11 +17,13 @@ The package is layered; each folder imports only the folders above it in this li
               synthetic, segmentation folders, users' datasets), pipeline/ (grain batches, patches,
               balanced sampling), subsets/ (fractions, sites), ingest/ (image files, DICOM, manifests,
               grouped splits, prepare_custom)
-  tasks/      classification/ (task, ordinal CORAL, imbalance losses, metrics, eval loop) and
-              segmentation/ (task, Dice/IoU/HD95, sliding-window inference)
+  tasks/      the Task/Evaluator protocols and TaskFamily facts (base), label kind -> family (families);
+              classification/ (task, ordinal CORAL, imbalance losses, metrics, evaluator) and
+              segmentation/ (task, Dice/IoU/HD95, sliding-window prediction, evaluator)
   transfer/   init modes and parameter partitions (modes), the optimizer and schedule (optimizer)
-  config/     the one validation pass over a config (validate)
-  train/      the trainer, its classification/segmentation parts, one run's report.md
+  config/     a config file's k=v arguments (arguments), the one validation pass over a config (validate)
+  train/      the trainer, what it takes from a task family (run_parts, families: classification_run,
+              segmentation_run), one run's report.md
   inference/  restore a finished run, predict files and folders, Grad-CAM, cross-site evaluation
   sweep/      sweep specs, planning, status of run folders, the subprocess runner
   report/     study reports over a sweep folder: tables, statistics, figures

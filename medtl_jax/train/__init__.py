@@ -1,3 +1,4 @@
 """The trainer (`trainer`, read top to bottom: set-up, state, step, loop, evaluation, checkpoint), the
-task-specific parts it is given (`classification_run`, `segmentation_run`), and one run's report.md.
+task-family parts it is given (`run_parts`; built by `classification_run` / `segmentation_run`, chosen in
+`families`), and one run's report.md (`run_report`).
 """
