@@ -1,6 +1,7 @@
 """The package is layered: each subpackage imports only the ones below it, no module imports itself back
 through others, and no function-local import hides a cycle. Read from the source (every import
-statement, at any depth), so the test cannot be fooled by import order."""
+statement, at any depth), so the test cannot be fooled by import order. The tests folder mirrors the
+layers: tests/<layer>/ holds the tests of medtl_jax/<layer>/."""
 
 import ast
 import pathlib
@@ -127,6 +128,64 @@ def test_the_checks_catch_an_upward_import_a_cycle_and_a_hidden_one(tmp_path):
     assert import_cycles(pkg) == [["medtl_jax.runtime.io", "medtl_jax.train.loop", "medtl_jax.runtime.io"]]
     assert local_imports(pkg) == ["medtl_jax.train.loop:2 imports medtl_jax.runtime.io inside a function"]
     assert repo_imports(pkg) == ["medtl_jax.train.loop:3 imports configs.base"]
+
+
+# tests/ mirrors the package: a folder per layer, one for the launch/ entry points and one for what tests share;
+# only the set-up and the project-wide checks stand at its top.
+TESTS = pathlib.Path(__file__).resolve().parent
+TEST_FOLDERS_BESIDE_LAYERS = ("launch", "helpers")
+TOP_LEVEL_TEST_FILES = ("__init__.py", "conftest.py", "test_dependencies.py", "test_layers.py")
+
+
+def misplaced_test_files(tests: pathlib.Path, layers=LAYERS) -> list[str]:
+    """Python files of the tests folder outside its mirror of the layers, and its folders that are not packages
+    (without __init__.py two test modules of one name would clash)."""
+    folders = (*layers, *TEST_FOLDERS_BESIDE_LAYERS)
+    bad = []
+    for path in sorted(tests.rglob("*.py")):
+        parts, shown = path.relative_to(tests).parts, path.relative_to(tests.parent).as_posix()
+        if len(parts) == 1 and parts[0] not in TOP_LEVEL_TEST_FILES:
+            bad.append(f"{shown} stands at the top (only {', '.join(TOP_LEVEL_TEST_FILES)} do)")
+        elif len(parts) > 1 and parts[0] not in folders:
+            bad.append(f"{shown} is not in a folder of a layer or of {', '.join(TEST_FOLDERS_BESIDE_LAYERS)}")
+        elif len(parts) > 2:
+            bad.append(f"{shown} is more than one folder deep")
+        elif parts[0] == "helpers" and parts[-1].startswith("test_"):
+            bad.append(f"{shown} is a test module among the helpers")
+    for folder in sorted({p.parent for p in tests.rglob("*.py")}):
+        if not (folder / "__init__.py").is_file():
+            bad.append(f"{folder.relative_to(tests.parent).as_posix()}/ has no __init__.py")
+    return bad
+
+
+def test_the_tests_folder_mirrors_the_layers():
+    assert misplaced_test_files(TESTS) == []
+
+
+def test_the_mirror_check_catches_loose_misfiled_and_unpackaged_tests(tmp_path):
+    tests = tmp_path / "tests"
+    files = ["__init__.py", "conftest.py", "test_layers.py", "test_loose.py", "shared.py",
+             "train/__init__.py", "train/test_trainer.py", "launch/__init__.py", "launch/test_cli.py",
+             "helpers/__init__.py", "helpers/tiny.py", "helpers/test_tiny.py", "trainer/__init__.py",
+             "trainer/test_steps.py", "models/test_resnet.py", "train/deep/__init__.py", "train/deep/test_x.py"]
+    for name in files:
+        (tests / name).parent.mkdir(parents=True, exist_ok=True)
+        (tests / name).write_text("")
+    top = "(only __init__.py, conftest.py, test_dependencies.py, test_layers.py do)"
+    assert misplaced_test_files(tests) == [
+        "tests/helpers/test_tiny.py is a test module among the helpers",
+        f"tests/shared.py stands at the top {top}",
+        f"tests/test_loose.py stands at the top {top}",
+        "tests/train/deep/__init__.py is more than one folder deep",
+        "tests/train/deep/test_x.py is more than one folder deep",
+        "tests/trainer/__init__.py is not in a folder of a layer or of launch, helpers",
+        "tests/trainer/test_steps.py is not in a folder of a layer or of launch, helpers",
+        "tests/models/ has no __init__.py"]
+    for name in ("test_loose.py", "shared.py", "helpers/test_tiny.py", "trainer/__init__.py", "trainer/test_steps.py",
+                 "train/deep/__init__.py", "train/deep/test_x.py"):
+        (tests / name).unlink()
+    (tests / "models" / "__init__.py").write_text("")
+    assert misplaced_test_files(tests) == []
 
 
 @pytest.mark.parametrize("layer", LAYERS)

@@ -8,7 +8,7 @@ A backbone's facts live in one place, its family file. To add a family:
   2. add one line ``**<family>.SPECS`` to ``MODELS`` below;
   3. if it has ImageNet weights: its name map / converter in ``weights/`` and one ``LAYOUTS`` entry in
      ``weights/store.py`` under the spec's layout key;
-  4. tests/test_model_specs.py checks every registered spec (stages cover the parameters, stem paths and
+  4. tests/models/test_model_specs.py checks every registered spec (stages cover the parameters, stem paths and
      layout exist) and picks the new names up by itself.
 ``build_classifier`` then puts the standard head on it.
 """

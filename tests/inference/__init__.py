@@ -1,0 +1,1 @@
+"""Tests of medtl_jax/inference/."""
