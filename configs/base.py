@@ -85,12 +85,16 @@ def base_config() -> ml_collections.ConfigDict:
     c.schedule = ml_collections.ConfigDict()
     c.schedule.name = "warmup_cosine"   # 'constant' | 'warmup_cosine' | 'multistep'
     c.schedule.warmup_epochs = 1.0
+    c.schedule.warmup_steps = -1        # warm-up in optimizer steps; -1 = warmup_epochs' worth
     c.schedule.final_lr_fraction = 0.0  # warmup_cosine: end lr as a fraction of the peak
     c.schedule.milestones_epochs = (50, 75)  # multistep: epochs where lr is multiplied by decay_factor
     c.schedule.decay_factor = 0.1
 
     c.train = ml_collections.ConfigDict()
     c.train.epochs = 10
+    c.train.steps = 0                   # >0: a recipe in optimizer steps; epochs = ceil(steps / steps per epoch)
+    c.train.patience = 0                # early stopping after this many validations without improvement; 0 = off
+    c.train.ema_decay = 0.0             # >0: EMA of params and BN statistics, validated beside the raw weights
     c.train.batch_size = 32             # global batch, split over devices and processes
     c.train.eval_batch_size = 128
     c.train.log_every_steps = 20
@@ -101,6 +105,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict()
     c.eval.threshold = 0.5              # binary/multilabel decision threshold for accuracy
     c.eval.bootstrap_samples = 1000     # for the 95% CIs in results.json
+    c.eval.tta_flips = False            # test-time augmentation: average with the horizontally flipped image
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.num_devices = 0              # 0 = all devices

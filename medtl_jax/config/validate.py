@@ -87,9 +87,13 @@ NUMBER_RANGES = {
     "optimizer.momentum": (0, 1, True, False),
     "optimizer.grad_clip_norm": (0, _INF, True, False),  # 0 = off
     "schedule.warmup_epochs": (0, _INF, True, False),
+    "schedule.warmup_steps": (-1, _INF, True, False),  # -1 = warmup_epochs' worth
     "schedule.final_lr_fraction": (0, 1, True, True),
     "schedule.decay_factor": (0, _INF, False, False),
     "train.epochs": (1, _INF, True, False),
+    "train.steps": (0, _INF, True, False),  # 0 = train.epochs
+    "train.patience": (0, _INF, True, False),  # 0 = no early stopping
+    "train.ema_decay": (0, 1, True, False),  # 0 = no EMA
     "train.batch_size": (1, _INF, True, False),
     "train.eval_batch_size": (1, _INF, True, False),
     "train.log_every_steps": (1, _INF, True, False),

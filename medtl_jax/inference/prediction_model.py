@@ -66,7 +66,8 @@ class RestoredRun:
     def eval_step(self):
         """The trainer's compiled eval step (images -> task scores) for this run, built once."""
         if self._eval_step is None:
-            self._eval_step = evaluate.make_eval_step(self.model, self.task, self.mesh)
+            self._eval_step = evaluate.make_eval_step(self.model, self.task, self.mesh,
+                                                      bool(self.config.eval.get("tta_flips", False)))
         return self._eval_step
 
     @property

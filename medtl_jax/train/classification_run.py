@@ -78,7 +78,7 @@ def classification_evaluator(config, built: ModelParts, data, mesh) -> Classific
     return ClassificationEvaluator(built.task, built.model, data.sources, built.preprocess, mesh,
                                    eval_batch=config.train.eval_batch_size, threshold=config.eval.threshold,
                                    bootstrap_samples=config.eval.bootstrap_samples, seed=config.seed,
-                                   attributes=tuple(data.info.attributes))
+                                   attributes=tuple(data.info.attributes), tta_flips=config.eval.tta_flips)
 
 
 def classification_parts(config, data, mesh) -> RunParts:

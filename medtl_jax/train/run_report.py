@@ -35,13 +35,44 @@ def _loss(cfg: dict, data: dict) -> str:
     return f"imbalance strategy {loss.get('imbalance', 'none')}, {head} head"
 
 
+def _length(cfg: dict, results: dict) -> str:
+    """How long the run trained, and why it stopped."""
+    tr, t = cfg["train"], results["timing"]
+    stop = results.get("stopping") or {}
+    planned = stop.get("planned_steps", t["steps"])
+    spe = max(1, t["steps_per_epoch"])
+    text = (f"- {tr['steps']} optimizer steps ({planned // spe} epochs of {spe} steps)" if tr.get("steps") else
+            f"- {tr['epochs']} epochs")
+    text += f", global batch {tr['batch_size']}, seed {cfg['seed']}"
+    if stop.get("reason") == "early_stopping":
+        text += (f"; stopped early after epoch {stop['epoch']} (step {stop['step']} of {planned}): no new best "
+                 f"validation {results['selection']['metric']} in {stop['patience']} epochs")
+    elif stop.get("patience"):
+        text += f"; early stopping (patience {stop['patience']}) did not trigger"
+    return text
+
+
+def _averaging(cfg: dict, results: dict) -> list[str]:
+    """Weight averaging and test-time augmentation, where used."""
+    lines = []
+    decay = cfg["train"].get("ema_decay", 0.0)
+    if decay:
+        lines.append(f"- weight averaging: EMA of parameters and BatchNorm statistics (decay {decay}), validated "
+                     f"beside the trained weights; tested: {results['selection'].get('weights', 'raw')} weights")
+    if cfg["eval"].get("tta_flips"):
+        lines.append("- test-time augmentation: scores averaged over each image and its mirror image")
+    return lines
+
+
 def render_run_report(results: dict) -> str:
     """Markdown text of a run's results: data, recipe, selection rule, metrics with CIs, timing."""
     cfg, data = results["config"], results["data"]
-    m, opt, sched, tr, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["train"], cfg["augment"]
+    m, opt, sched, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["augment"]
     sel = results["selection"]
     scored = results["test"] if "note" not in results["test"] else results["val"]  # no test split: validation
-    shown = [(k, label) for k, label in _METRICS if k in scored]
+    fixed = cfg["eval"]["threshold"]
+    shown = [(k, f"ACC @{fixed}" if k == "accuracy" and data["task"] in ("binary", "multilabel") else label)
+             for k, label in _METRICS if k in scored]
     lines = [
         f"# {data['name']} — {m['name']} ({m['init']} init)", "",
         "## Data",
@@ -56,10 +87,12 @@ def render_run_report(results: dict) -> str:
                              f"brightness={aug['brightness']}, contrast={aug['contrast']}" if aug["enabled"] else "none"),
         f"- optimizer {opt['name']} lr {opt['lr']} weight decay {opt['weight_decay']}"
         + (f" momentum {opt['momentum']}" if opt["name"] == "sgd" else ""),
-        f"- schedule {sched['name']} (warm-up {sched['warmup_epochs']} epochs"
+        f"- schedule {sched['name']} (warm-up "
+        + (f"{sched['warmup_steps']} steps" if sched.get("warmup_steps", -1) >= 0 else f"{sched['warmup_epochs']} epochs")
         + (f", ×{sched['decay_factor']} at epochs {sched['milestones_epochs']}" if sched["name"] == "multistep" else "")
         + ")",
-        f"- {tr['epochs']} epochs, global batch {tr['batch_size']}, seed {cfg['seed']}",
+        _length(cfg, results),
+        *_averaging(cfg, results),
         f"- selection: checkpoint with the best validation {sel['metric']} "
         f"(epoch {sel['best_epoch']}, {_fmt(sel['val_score'])}); test evaluated once with it", "",
         "## Results", "",
@@ -79,7 +112,8 @@ def render_run_report(results: dict) -> str:
     if youden:
         thr = youden["threshold"]
         thr_text = _fmt(thr) if isinstance(thr, float) else "per label"
-        lines += ["", f"At the Youden-optimal threshold chosen on validation ({thr_text}), test: "
+        lines += ["", f"At the Youden-optimal threshold chosen on validation ({thr_text}; not the fixed "
+                  f"{fixed} of the table), test: "
                   + ", ".join(f"{label} {_fmt(youden.get(k))}" for k, label in _YOUDEN)]
     t, env = results["timing"], results["environment"]
     lines += ["", f"Accuracy uses a fixed threshold of {cfg['eval']['threshold']} for binary tasks and argmax "

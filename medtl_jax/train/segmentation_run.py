@@ -43,7 +43,8 @@ def window_predictor(config, built: ModelParts, mesh, batch: int | None = None) 
     (default config.train.eval_batch_size)."""
     seg = config.segmentation
     return WindowPredictor(built.task, built.model, built.preprocess, mesh, window=seg.window or seg.patch_size,
-                           overlap=seg.overlap, batch=batch or config.train.eval_batch_size)
+                           overlap=seg.overlap, batch=batch or config.train.eval_batch_size,
+                           tta_flips=bool(config.eval.get("tta_flips", False)))
 
 
 def segmentation_evaluator(config, built: ModelParts, data, mesh) -> SegmentationEvaluator:

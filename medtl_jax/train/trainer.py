@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from medtl_jax.runtime import parallel
 from medtl_jax.runtime.run_folder import RunDir
-from medtl_jax.runtime.checkpoint import RunCheckpoints
+from medtl_jax.runtime.checkpoint import ModelVariables, RunCheckpoints
 from medtl_jax.config.validate import validate_config
 from medtl_jax.data import load_data
 from medtl_jax.data.subsets.training_subset import select_training_data
@@ -37,8 +37,10 @@ from medtl_jax.train.families import builder_for
 from medtl_jax.train.run_parts import RunParts
 from medtl_jax.weights.model_input import fold_pretrained
 from medtl_jax.models import get_spec
-from medtl_jax.transfer.optimizer import make_optimizer
+from medtl_jax.transfer.optimizer import make_optimizer, total_epochs
 from medtl_jax.runtime.preemption import PreemptionWatch, Preempted
+from medtl_jax.train import selection
+from medtl_jax.train.finite_checkpoints import NonFiniteLossError, diverged, save_finite
 from medtl_jax.train.run_report import render_run_report
 from medtl_jax.transfer.modes import init_kind, initialize, wrap_optimizer
 from medtl_jax.weights.init_source import load_init_variables
@@ -48,17 +50,21 @@ log = logging.getLogger(__name__)
 
 @flax.struct.dataclass
 class TrainState:
-    """Everything a resumed run needs besides the data position (which is `step`)."""
+    """Everything a resumed run needs besides the data position (which is `step`). `ema` holds the
+    exponential moving averages {'params', 'batch_stats'} when `config.train.ema_decay` > 0, else None."""
 
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
     rng: jax.Array
+    ema: Any = None
 
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite; the last good checkpoint is kept."""
+    def variables(self, ema: bool = False) -> ModelVariables:
+        """The weights a model is evaluated with: the trained ones, or (`ema`) their moving average."""
+        if ema:
+            return ModelVariables(params=self.ema["params"], batch_stats=self.ema["batch_stats"])
+        return ModelVariables(params=self.params, batch_stats=self.batch_stats)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -79,6 +85,11 @@ class Setup:
     aux_loss_weight: float = 0.0
     grad_accum_steps: int = 1
     bn_groups: int = 1  # >1: BatchNorm statistics per group of rows (one group per device)
+    ema_decay: float = 0.0  # >0: moving averages of params and BN statistics kept in the state
+
+    @property
+    def epochs(self) -> int:
+        return self.total_steps // self.steps_per_epoch
 
     @property
     def task(self):
@@ -109,7 +120,7 @@ def build_setup(config: ml_collections.ConfigDict) -> Setup:
     if parts.steps_per_epoch == 0:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} exceeds the "
                          f"{len(data.sources['train'])} training examples used")
-    total_steps = parts.steps_per_epoch * config.train.epochs
+    total_steps = parts.steps_per_epoch * total_epochs(config, parts.steps_per_epoch)
     tx, schedule = make_optimizer(config, parts.steps_per_epoch, total_steps)
     rngs = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     shapes = jax.eval_shape(lambda: parts.model.init(rngs, jnp.zeros((1, *parts.input_shape)), train=False))
@@ -121,7 +132,7 @@ def build_setup(config: ml_collections.ConfigDict) -> Setup:
                          f"the {mesh.devices.size} devices")
     return Setup(data, parts, mesh, tx, schedule, parts.steps_per_epoch, total_steps,
                  aux_loss_weight=float(config.model.aux_loss_weight), grad_accum_steps=accum,
-                 bn_groups=bn_groups(config, mesh))
+                 bn_groups=bn_groups(config, mesh), ema_decay=float(config.train.get("ema_decay", 0.0)))
 
 
 def bn_groups(config: ml_collections.ConfigDict, mesh) -> int:
@@ -163,16 +174,25 @@ def create_state(config: ml_collections.ConfigDict, s: Setup) -> TrainState:
     variables = initialize(variables, config.model.name, init_kind(config.model.init), pretrained=pretrained,
                            transfusion_stages=config.transfer.transfusion_stages, rng=resample_rng,
                            skip=pretrained_skip(config, variables))
-    params = variables["params"]
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       batch_stats=variables.get("batch_stats", {}), opt_state=s.tx.init(params),
-                       rng=state_rng)
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = {"params": params, "batch_stats": batch_stats} if s.ema_decay else None
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       opt_state=s.tx.init(params), rng=state_rng, ema=ema)
     return jax.device_put(state, parallel.replicated(s.mesh))
 
 
 # ----------------------------------------------------------------------------------------------------
 # Step: one jit-compiled SGD step, batch sharded over the data axis, state replicated and donated.
 # ----------------------------------------------------------------------------------------------------
+
+def moving_average(ema, params, batch_stats, step, decay: float):
+    """The EMA after one more step (None without EMA). The decay ramps up as min(decay, (1 + t) / (10 + t)),
+    so early averages are not dominated by the random or ImageNet starting point (TF's num_updates rule)."""
+    if ema is None:
+        return None
+    rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return optax.incremental_update({"params": params, "batch_stats": batch_stats}, ema, 1.0 - rate)
+
 
 def make_train_step(s: Setup):
     """The compiled train step: (state, batch) -> (state, metrics).
@@ -233,8 +253,9 @@ def make_train_step(s: Setup):
         compute = grad_fn if k == 1 else accumulated
         (loss, batch_stats), grads = compute(state.params, state.batch_stats, batch, rng)
         updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                  batch_stats=batch_stats, opt_state=opt_state)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state,
+                                  ema=moving_average(state.ema, params, batch_stats, state.step, s.ema_decay))
         return new_state, {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": s.schedule(state.step)}
 
     rep, shard = parallel.replicated(s.mesh), parallel.batch_sharded(s.mesh)
@@ -244,39 +265,6 @@ def make_train_step(s: Setup):
 # ----------------------------------------------------------------------------------------------------
 # Loop: epochs of steps, validation each epoch, latest + best checkpoints; resumes where it stopped.
 # ----------------------------------------------------------------------------------------------------
-
-def _select(metrics: dict, name: str) -> float:
-    value = metrics.get(name, float("nan"))
-    return float("-inf") if value is None or np.isnan(value) else float(value)
-
-
-@jax.jit
-def _all_finite(state: TrainState) -> jax.Array:
-    """Whether every floating-point leaf (parameters, BatchNorm statistics, optimizer moments) is finite."""
-    leaves = [x for x in jax.tree_util.tree_leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
-def _diverged(what: str, step: int, ckpts: RunCheckpoints, run_dir: RunDir) -> NonFiniteLossError:
-    last = ckpts.latest_step()
-    fix = "lower config.optimizer.lr (or set config.optimizer.grad_clip_norm)"
-    if last is None:
-        kept = f"no checkpoint had been saved yet, so {fix} and rerun: the run starts afresh"
-    else:
-        kept = (f"the last good checkpoint (step {last}) is kept in {run_dir.checkpoint_dir('latest')}; {fix} "
-                "and rerun with --allow_config_change=optimizer.lr to continue from it, or use a new --workdir")
-    return NonFiniteLossError(f"training diverged: {what} at step {step}, so nothing was saved from it; {kept}")
-
-
-def _save(ckpts: RunCheckpoints, which: tuple[str, ...], step: int, state: TrainState, record: dict,
-          run_dir: RunDir) -> None:
-    """Checkpoints (one per series in `which`), only of a finite state: no checkpoint ever holds NaN or
-    Inf. The state is checked once for all series."""
-    if not bool(_all_finite(state)):
-        raise _diverged("parameters or optimizer state became non-finite", step, ckpts, run_dir)
-    for series in which:
-        ckpts.save(series, step, state, record)
-
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
                        allow_config_change: tuple[str, ...] = ()) -> dict:
@@ -324,7 +312,7 @@ def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts:
     with PreemptionWatch() as preemption, tqdm(total=s.total_steps, initial=step, desc="train", unit="step",
                                                dynamic_ncols=True, disable=jax.process_index() != 0) as bar:
         t_train = time.time()
-        while step < s.total_steps:
+        while step < s.total_steps and not record.get("stopped"):
             epoch, offset = divmod(step, s.steps_per_epoch)
             t_mark, step_mark = time.time(), step
             for batch in s.parts.train_epoch(epoch, offset):
@@ -334,7 +322,7 @@ def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts:
                     host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                     if not np.isfinite(host["loss"]):
                         ckpts.wait()
-                        raise _diverged(f"training loss became {host['loss']}", step, ckpts, run_dir)
+                        raise diverged(f"training loss became {host['loss']}", step, ckpts, run_dir)
                     rate = (step - step_mark) * config.train.batch_size / max(time.time() - t_mark, 1e-9)
                     metric_log.write(step, "train", {**host, "images_per_second": rate})
                     bar.set_postfix(loss=f"{host['loss']:.4f}", img_s=f"{rate:.0f}", epoch=epoch + 1)
@@ -342,7 +330,7 @@ def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts:
                 mid_epoch = step % s.steps_per_epoch != 0
                 if mid_epoch and preemption.requested():
                     record["train_seconds"] += time.time() - t_train
-                    _save(ckpts, ("latest",), step, state, record, run_dir)
+                    save_finite(ckpts, ("latest",), step, state, record, run_dir)
                     ckpts.wait()
                     raise Preempted(f"{preemption.reason} received: stopped at step {step} with a checkpoint in "
                                     f"{run_dir.checkpoint_dir('latest')}; rerun the same command to resume")
@@ -350,23 +338,31 @@ def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts:
                 if mid_epoch and every and step % every == 0:
                     record["train_seconds"] += time.time() - t_train
                     t_train = time.time()
-                    _save(ckpts, ("latest",), step, state, record, run_dir)
-            # Validation at the end of each epoch; the best checkpoint by the selection metric is kept.
-            val = s.parts.evaluator.validate(state)
-            metric_log.write(step, "val", val)
+                    save_finite(ckpts, ("latest",), step, state, record, run_dir)
+            # Validation at the end of each epoch (trained weights, and their EMA); the best is kept.
+            validations = {"raw": s.parts.evaluator.validate(state.variables())}
+            if state.ema is not None:
+                validations["ema"] = s.parts.evaluator.validate(state.variables(ema=True))
+            for weights, val in validations.items():
+                metric_log.write(step, "val" if weights == "raw" else "val_ema", val)
             record["epoch"] = epoch + 1
             record["train_seconds"] += time.time() - t_train
             t_train = time.time()
-            score = _select(val, s.parts.select_metric)
-            improved = score > record["best_score"] or record["best_epoch"] < 0
-            if improved:
-                record.update(best_score=score, best_epoch=epoch + 1, best_step=step)
-            _save(ckpts, ("best", "latest") if improved else ("latest",), step, state, record, run_dir)
+            weights, score = selection.best_candidate(validations, s.parts.select_metric)
+            improved = selection.update_best(record, weights, score, epoch + 1, step)
+            reason = selection.stop_reason(record, config.train.patience) if step < s.total_steps else None
+            if reason:
+                record["stopped"] = {"reason": reason, "step": step}
+            if improved and weights == "ema":  # the tested checkpoint holds the averaged weights
+                save_finite(ckpts, ("best",), step, state.replace(params=state.ema["params"],
+                                                                  batch_stats=state.ema["batch_stats"]), record, run_dir)
+            save_finite(ckpts, ("best", "latest") if improved and weights == "raw" else ("latest",), step, state,
+                        record, run_dir)
             if jax.process_index() == 0:
-                tqdm.write(f"epoch {epoch + 1}/{config.train.epochs}: val {s.parts.select_metric} "
-                           f"{val.get(s.parts.select_metric, float('nan')):.4f} (best {record['best_score']:.4f}"
-                           f" at epoch {record['best_epoch']})")
-            if step < s.total_steps and preemption.requested():
+                tqdm.write(f"epoch {epoch + 1}/{s.epochs}: val {s.parts.select_metric} {score:.4f} ({weights} "
+                           f"weights; best {record['best_score']:.4f} at epoch {record['best_epoch']})"
+                           + (f"; {reason}: no new best in {config.train.patience} epochs" if reason else ""))
+            if step < s.total_steps and not reason and preemption.requested():
                 ckpts.wait()
                 raise Preempted(f"{preemption.reason} received: stopped after epoch {epoch + 1} (step {step}) with "
                                 f"a checkpoint in {run_dir.checkpoint_dir('latest')}; rerun the same command to "
@@ -377,14 +373,16 @@ def _train_and_test(config, run_dir: RunDir, s: Setup, state: TrainState, ckpts:
     # Evaluation: the best validation checkpoint, on validation and (once) on test.
     # ------------------------------------------------------------------------------------------------
     best_state, best_record = ckpts.restore("best", state)
-    results: dict[str, Any] = s.parts.evaluator.final(best_state, run_dir)
+    results: dict[str, Any] = s.parts.evaluator.final(best_state.variables(), run_dir)
     results["selection"] = {"metric": s.parts.select_metric, "best_epoch": best_record["best_epoch"],
-                            "best_step": best_record.get("best_step"), "val_score": best_record["best_score"]}
+                            "best_step": best_record.get("best_step"), "val_score": best_record["best_score"],
+                            "weights": best_record.get("best_weights", "raw")}
+    results["stopping"] = selection.stopping_summary(record, s.total_steps, int(config.train.patience))
     results["data"] = {**dataclasses.asdict(s.data.info), "train_examples_used": len(s.data.sources["train"]),
                        "validation_examples_used": len(s.data.sources["validation"])}
     results["timing"] = {"train_seconds": round(record["train_seconds"], 1),
                          "total_seconds_this_invocation": round(time.time() - t_start, 1),
-                         "steps": s.total_steps, "steps_per_epoch": s.steps_per_epoch}
+                         "steps": results["stopping"]["step"], "steps_per_epoch": s.steps_per_epoch}
     results["environment"] = {"jax": jax.__version__, "backend": jax.default_backend(),
                               "devices": jax.device_count(), "processes": jax.process_count()}
     results["config"] = current

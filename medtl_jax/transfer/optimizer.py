@@ -14,10 +14,24 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "warmup_cosine", "multistep")
 
 
+def warmup_steps(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Warm-up length in steps: `schedule.warmup_steps` when set (>= 0), else `warmup_epochs` epochs."""
+    steps = int(config.schedule.get("warmup_steps", -1))
+    return steps if steps >= 0 else int(round(config.schedule.warmup_epochs * steps_per_epoch))
+
+
+def total_epochs(config: ml_collections.ConfigDict, steps_per_epoch: int) -> int:
+    """Epochs of a run: `train.epochs`, or for a recipe in optimizer steps (`train.steps` > 0) as many
+    epochs as reach that many steps on this dataset, so a small and a large set both get the same number of
+    updates."""
+    steps = int(config.train.get("steps", 0))
+    return -(-steps // steps_per_epoch) if steps > 0 else int(config.train.epochs)
+
+
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
     """Learning rate per step from `config.schedule` and the peak rate `config.optimizer.lr`."""
     lr, sched = config.optimizer.lr, config.schedule
-    warmup = int(round(sched.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(config, steps_per_epoch)
     if sched.name == "constant":
         main = optax.constant_schedule(lr)
     elif sched.name == "warmup_cosine":

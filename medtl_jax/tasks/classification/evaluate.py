@@ -21,12 +21,18 @@ from medtl_jax.tasks.base import NO_TEST_SPLIT
 from medtl_jax.tasks.classification.task import ClassificationTask
 
 
-def make_eval_step(model, task: ClassificationTask, mesh: Mesh) -> Callable:
-    """jit-compiled forward pass in eval mode returning task scores, batch sharded over devices."""
+def make_eval_step(model, task: ClassificationTask, mesh: Mesh, tta_flips: bool = False) -> Callable:
+    """jit-compiled forward pass in eval mode returning task scores, batch sharded over devices; with
+    `tta_flips`, the mean of the scores of each image and of its mirror image (left-right)."""
 
-    def eval_step(state, images):
+    def scores(state, images):
         logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
         return task.scores(logits)
+
+    def eval_step(state, images):
+        if not tta_flips:
+            return scores(state, images)
+        return (scores(state, images) + scores(state, images[:, :, ::-1, :])) / 2
 
     return jax.jit(eval_step, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                    out_shardings=parallel.batch_sharded(mesh))
@@ -69,15 +75,16 @@ class ClassificationEvaluator:
       preprocess: the run's deterministic eval preprocessing.
       eval_batch: global batch of the eval step. threshold: the fixed decision threshold.
       bootstrap_samples, seed: the final report's bootstrap CIs. attributes: record keys to keep per example.
+      tta_flips: score each image as the mean over it and its mirror image.
     """
 
     def __init__(self, task: ClassificationTask, model, sources: dict, preprocess: Preprocess, mesh: Mesh, *,
                  eval_batch: int, threshold: float, bootstrap_samples: int, seed: int,
-                 attributes: tuple[str, ...] = ()):
+                 attributes: tuple[str, ...] = (), tta_flips: bool = False):
         self.task, self.sources, self.preprocess, self.mesh = task, sources, preprocess, mesh
         self.eval_batch, self.threshold = eval_batch, threshold
         self.bootstrap_samples, self.seed, self.attributes = bootstrap_samples, seed, attributes
-        self.eval_step = make_eval_step(model, task, mesh)
+        self.eval_step = make_eval_step(model, task, mesh, tta_flips)
 
     def _predict(self, state, split: str) -> ClassPredictions:
         return predict(self.eval_step, state, self.sources[split], global_batch=self.eval_batch,

@@ -29,17 +29,23 @@ class WindowPredictor:
       window: side of the square windows (the training patch size unless configured).
       overlap: fraction by which neighbouring windows overlap.
       batch: windows per compiled call (a multiple of the device count).
+      tta_flips: each window's probabilities averaged with those of its mirror image, mirrored back.
     """
 
     def __init__(self, task: SegmentationTask, model, preprocess: SegPreprocess, mesh: Mesh, *, window: int,
-                 overlap: float, batch: int):
+                 overlap: float, batch: int, tta_flips: bool = False):
         self.preprocess, self.mesh = preprocess, mesh
         self.window, self.overlap, self.batch = window, overlap, batch
 
-        def probs(state, images):
+        def window_probs(state, images):
             logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images, train=False)
             p = task.probabilities(logits)
             return p[..., None] if p.ndim == 3 else p
+
+        def probs(state, images):
+            if not tta_flips:
+                return window_probs(state, images)
+            return (window_probs(state, images) + window_probs(state, images[:, :, ::-1, :])[:, :, ::-1, :]) / 2
 
         self._probs = jax.jit(probs, in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                               out_shardings=parallel.replicated(mesh))
