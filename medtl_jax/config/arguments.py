@@ -16,14 +16,17 @@ def parse_args(arg: str | None, defaults: dict) -> dict:
         key, value = item.split("=", 1)
         if key not in defaults:
             raise ValueError(f"unknown config argument {key!r}; valid keys: {sorted(defaults)}")
-        out[key] = _typed(key, value, defaults[key])
+        out[key] = typed_value(key, value, defaults[key])
     return out
 
 
-def _typed(key: str, value: str, default):
-    """`value` converted to the type of `default`; a ValueError names the argument and the type."""
+def typed_value(key: str, value: str, default):
+    """`value` (command-line text) converted to the type of `default`: text for str and unset (None)
+    fields, comma-separated items for tuples and lists; a ValueError names the argument and the type."""
     if default is None or isinstance(default, str):
         return value
+    if isinstance(default, (tuple, list)):
+        return type(default)(v for v in value.split(",") if v)
     if isinstance(default, bool):
         if value.lower() not in ("true", "false", "1", "0"):
             raise ValueError(f"config argument {key}={value!r} must be true or false")

@@ -1,4 +1,5 @@
-"""report.md for one run: the numbers of results.json, with the recipe needed to cite them."""
+"""report.md for one run: the numbers of results.json, with the recipe needed to cite them (and the short
+report of a run evaluated on another dataset)."""
 
 from __future__ import annotations
 
@@ -64,15 +65,38 @@ def _averaging(cfg: dict, results: dict) -> list[str]:
     return lines
 
 
+def shown_metrics(results: dict, fixed_threshold: float) -> list[tuple[str, str]]:
+    """(key, column label) of the metrics a split report of `results` carries, in the standard order; the
+    accuracy of binary and multi-label tasks is labelled with its fixed threshold."""
+    scored = results["test"] if "note" not in results["test"] else results["val"]  # no test split: validation
+    kind = results["data"]["task"]
+    return [(k, f"ACC @{fixed_threshold}" if k == "accuracy" and kind in ("binary", "multilabel") else label)
+            for k, label in _METRICS if k in scored]
+
+
+def results_table(results: dict, shown: list[tuple[str, str]]) -> list[str]:
+    """Markdown rows: validation and test metrics with the AUC's bootstrap CI and the number scored."""
+    lines = ["| split | " + " | ".join(label for _, label in shown) + " | AUC 95% CI (bootstrap) | n |",
+             "|---" * (len(shown) + 3) + "|"]
+    for split in ("val", "test"):
+        r = results[split]
+        if "note" in r:
+            lines.append(f"| {split} | " + " | ".join("—" for _ in shown) + f" | {r['note']} | 0 |")
+            continue
+        ci = r.get("auc_ci95") or [None, None]
+        n = r.get("num_examples", r.get("num_images"))
+        lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in shown)
+                     + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {n} |")
+    return lines
+
+
 def render_run_report(results: dict) -> str:
     """Markdown text of a run's results: data, recipe, selection rule, metrics with CIs, timing."""
     cfg, data = results["config"], results["data"]
     m, opt, sched, aug = cfg["model"], cfg["optimizer"], cfg["schedule"], cfg["augment"]
     sel = results["selection"]
-    scored = results["test"] if "note" not in results["test"] else results["val"]  # no test split: validation
     fixed = cfg["eval"]["threshold"]
-    shown = [(k, f"ACC @{fixed}" if k == "accuracy" and data["task"] in ("binary", "multilabel") else label)
-             for k, label in _METRICS if k in scored]
+    shown = shown_metrics(results, fixed)
     lines = [
         f"# {data['name']} — {m['name']} ({m['init']} init)", "",
         "## Data",
@@ -95,19 +119,7 @@ def render_run_report(results: dict) -> str:
         *_averaging(cfg, results),
         f"- selection: checkpoint with the best validation {sel['metric']} "
         f"(epoch {sel['best_epoch']}, {_fmt(sel['val_score'])}); test evaluated once with it", "",
-        "## Results", "",
-        "| split | " + " | ".join(label for _, label in shown) + " | AUC 95% CI (bootstrap) | n |",
-        "|---" * (len(shown) + 3) + "|",
-    ]
-    for split in ("val", "test"):
-        r = results[split]
-        if "note" in r:
-            lines.append(f"| {split} | " + " | ".join("—" for _ in shown) + f" | {r['note']} | 0 |")
-            continue
-        ci = r.get("auc_ci95") or [None, None]
-        n = r.get("num_examples", r.get("num_images"))
-        lines.append(f"| {split} | " + " | ".join(_fmt(r.get(k)) for k, _ in shown)
-                     + f" | [{_fmt(ci[0])}, {_fmt(ci[1])}] | {n} |")
+        "## Results", "", *results_table(results, shown)]
     youden = results["test"].get("at_youden")
     if youden:
         thr = youden["threshold"]
@@ -136,3 +148,17 @@ def _config_changes(history: list[dict]) -> list[str]:
         lines.append(f"- from step {entry['step']}: " + "; ".join(
             f"{k} {before!r} -> {after!r}" for k, (before, after) in entry["changes"].items()))
     return lines + [""]
+
+
+def render_evaluation_report(results: dict) -> str:
+    """Markdown of a finished run scored on another dataset or site (`medtl_jax.inference.cross_evaluate`)."""
+    cfg, data, source = results["config"], results["data"], results["source"]
+    fixed = cfg["eval"]["threshold"]
+    return "\n".join([
+        f"# {source['model']} from {source['dataset']!r} evaluated on {data['name']!r}", "",
+        f"- source run: {source['run']} (trained on `{source['dataset']}`; checkpoint '{source['checkpoint']}' at "
+        f"step {source['step']}); model, preprocessing and evaluation settings as in its config.json",
+        f"- evaluated on: `{data['name']}`, task {data['task']}, {data['num_classes']} classes, splits "
+        + ", ".join(f"{k} {v}" for k, v in data["splits"].items()),
+        f"- changed data fields: " + (", ".join(f"{k}={v!r}" for k, v in source["data_overrides"].items()) or "none"),
+        "", "## Results", "", *results_table(results, shown_metrics(results, fixed)), ""])

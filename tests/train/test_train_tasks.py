@@ -1,5 +1,10 @@
 """The trainer with the task, loss, transfer and segmentation options of the config."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import jax
 import pytest
@@ -9,6 +14,7 @@ from medtl_jax.runtime import parallel
 from medtl_jax.train import trainer as train
 from medtl_jax.inference.cross_evaluate import evaluate_on
 from medtl_jax.models.stages import stage_of
+from tests.helpers.paths import REPO_ROOT
 from tests.helpers.segmentation_folders import write_seg_folder
 from tests.helpers.tiny_recipe import first_batches, tiny_config
 
@@ -94,3 +100,18 @@ def test_segmentation_run_end_to_end(tmp_path):
     # The same checkpoint scored through cross_evaluate on the same folder gives the same test Dice.
     again = evaluate_on(tmp_path / "run", {"manual_dir": str(tmp_path / "seg")}, tmp_path / "again")
     assert again["test"]["dice"] == pytest.approx(test["dice"], abs=1e-9)
+    assert json.loads((tmp_path / "again" / "results.json").read_text())["test"]["dice"] == again["test"]["dice"]
+    # The command on another "site": same squares, 56-px images instead of 40 (whole images, sliding windows).
+    write_seg_folder(tmp_path / "site_b", counts=(4, 2, 3), size=56)
+    done = subprocess.run([sys.executable, "-m", "launch.evaluate", "--workdir", str(tmp_path / "run"),
+                           "--out", str(tmp_path / "on_b"), f"--config.data.manual_dir={tmp_path / 'site_b'}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    on_b = json.loads((tmp_path / "on_b" / "results.json").read_text())
+    assert on_b["test"]["num_images"] == 3 and on_b["test"]["dice"] > 0.5, on_b["test"]
+    assert on_b["source"]["data_overrides"] == {"manual_dir": str(tmp_path / "site_b")}
+    assert f"test dice {on_b['test']['dice']:.4f} (3 scored)" in done.stdout
+    with np.load(tmp_path / "on_b" / "predictions_test.npz") as maps:
+        assert maps["probs_0"].shape == (56, 56, 1)
+    assert "evaluated on 'seg_folders/site_b'" in (tmp_path / "on_b" / "report.md").read_text()
