@@ -34,8 +34,10 @@ def _parse(case: str) -> tuple[str, str, int]:
     return name.removesuffix("_cifar"), stem, int(size)
 
 
-def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: int) -> tuple[float, float]:
-    """(img/s, compile seconds) of the trainer's jitted train step."""
+def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: int,
+              num_devices: int = 1) -> tuple[float, float]:
+    """(img/s, compile seconds) of the trainer's jitted train step, data parallel over `num_devices`
+    devices (0 = all), the batch already on the devices."""
     from medtl_jax.runtime import parallel
     from medtl_jax.train import trainer as train
     from medtl_jax.train.run_parts import ModelParts, RunParts
@@ -44,7 +46,7 @@ def flax_step(name: str, stem: str, size: int, batch: int, dtype: str, repeats: 
 
     task = make_task("multiclass", 2)
     model = build_classifier(name, 2, stem=stem, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32)
-    mesh = parallel.make_mesh(1)
+    mesh = parallel.make_mesh(num_devices)
     schedule = optax.constant_schedule(0.01)
     tx = optax.sgd(schedule, momentum=0.9)
     parts = RunParts(ModelParts(task, model, None, (size, size, 3)), 1, None, None, "auc")
