@@ -92,6 +92,11 @@ class ClassPredictions:
         return self.attributes.get("site")
 
 
+def _file(name: str) -> property:
+    """A RunDir attribute: the path of the run folder's file (or subfolder) `name`."""
+    return property(lambda self: self.path / name, doc=f"<run folder>/{name}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunDir:
     """One run folder: the path of each of its files, and how each is read and written."""
@@ -104,45 +109,16 @@ class RunDir:
     # ------------------------------------------------------------------------------------------------
     # File names.
     # ------------------------------------------------------------------------------------------------
-    @property
-    def config_json(self) -> pathlib.Path:
-        return self.path / CONFIG_JSON
-
-    @property
-    def config_changes_json(self) -> pathlib.Path:
-        return self.path / CONFIG_CHANGES_JSON
-
-    @property
-    def results_json(self) -> pathlib.Path:
-        return self.path / RESULTS_JSON
-
-    @property
-    def report_md(self) -> pathlib.Path:
-        return self.path / REPORT_MD
-
-    @property
-    def metrics_jsonl(self) -> pathlib.Path:
-        return self.path / METRICS_JSONL
-
-    @property
-    def tensorboard_dir(self) -> pathlib.Path:
-        return self.path / TENSORBOARD
-
-    @property
-    def checkpoints_dir(self) -> pathlib.Path:
-        return self.path / CHECKPOINTS
-
-    @property
-    def sweep_run_json(self) -> pathlib.Path:
-        return self.path / SWEEP_RUN_JSON
-
-    @property
-    def train_log(self) -> pathlib.Path:
-        return self.path / TRAIN_LOG
-
-    @property
-    def failed(self) -> pathlib.Path:
-        return self.path / FAILED
+    config_json = _file(CONFIG_JSON)
+    config_changes_json = _file(CONFIG_CHANGES_JSON)
+    results_json = _file(RESULTS_JSON)
+    report_md = _file(REPORT_MD)
+    metrics_jsonl = _file(METRICS_JSONL)
+    tensorboard_dir = _file(TENSORBOARD)
+    checkpoints_dir = _file(CHECKPOINTS)
+    sweep_run_json = _file(SWEEP_RUN_JSON)
+    train_log = _file(TRAIN_LOG)
+    failed = _file(FAILED)
 
     def checkpoint_dir(self, which: str) -> pathlib.Path:
         """checkpoints/<which> for a series of CHECKPOINT_SERIES."""
