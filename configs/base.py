@@ -35,6 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
     c.augment.crop_scale = 1.0          # random-resized-crop minimum area fraction; 1.0 = no crop
     c.augment.brightness = 0.0
     c.augment.contrast = 0.0
+    # Segmentation only, for robustness to another site's camera (0 = off): gamma in [1-v, 1+v], one gain
+    # per colour channel in [1-v, 1+v], Gaussian blur of sigma up to v pixels on half the patches.
+    c.augment.gamma = 0.0
+    c.augment.channel_gain = 0.0
+    c.augment.blur = 0.0
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "efficientnet_lite0"

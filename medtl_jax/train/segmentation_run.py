@@ -59,7 +59,8 @@ def segmentation_parts(config, data, mesh) -> RunParts:
     built = segmentation_model(config, data.info)
     a = config.augment
     augment = (SegAugment(flip=a.flip, rot90=a.flip, rotate_degrees=a.rotate_degrees, brightness=a.brightness,
-                          contrast=a.contrast) if a.enabled else None)
+                          contrast=a.contrast, gamma=a.get("gamma", 0.0), channel_gain=a.get("channel_gain", 0.0),
+                          blur=a.get("blur", 0.0)) if a.enabled else None)
     train_source = data.sources["train"]
     steps_per_epoch = len(train_source) * seg.patches_per_image // config.train.batch_size
 

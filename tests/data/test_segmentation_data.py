@@ -245,6 +245,27 @@ def test_brightness_contrast_change_only_the_image():
         assert b["image"].min() >= 0.0 and b["image"].max() <= 1.0
 
 
+def test_site_robustness_augmentations_follow_their_formulas_and_change_only_the_image():
+    src = _source()
+    geo = _batches(_train(src, augment=GEOMETRY))
+    colour = _batches(_train(src, augment=sp.SegAugment(brightness=0, contrast=0, gamma=0.4, channel_gain=0.3)))
+    blurred = _batches(_train(src, augment=sp.SegAugment(brightness=0, contrast=0, blur=2.0)))
+    assert _same(colour, _batches(_train(src, augment=sp.SegAugment(brightness=0, contrast=0, gamma=0.4,
+                                                                     channel_gain=0.3))))  # deterministic
+    for g, c, b in zip(geo, colour, blurred):
+        for other in (c, b):
+            assert np.array_equal(g["mask"], other["mask"]) and np.array_equal(g["valid"], other["valid"])
+        assert not np.allclose(g["image"], c["image"]) and c["image"].min() >= 0 and c["image"].max() <= 1
+        # blur only smooths: neighbouring pixels differ less, the mean stays
+        rough = lambda x: np.abs(np.diff(x, axis=2)).mean()  # noqa: E731
+        assert rough(b["image"]) < rough(g["image"]) and abs(b["image"].mean() - g["image"].mean()) < 0.02
+    table = sp._lut(RAW, gain=1.2, bias=-0.1, gamma=0.8, channel_gain=np.array([0.9, 1.0, 1.1]))
+    v = np.arange(256) / 255.0
+    expected = np.clip((v ** 0.8)[:, None] * (1.2 * np.array([0.9, 1.0, 1.1]))[None] - 0.1, 0, 1)
+    np.testing.assert_allclose(table, expected, atol=1e-6)
+    np.testing.assert_array_equal(sp._lut(RAW, gain=1.2, bias=-0.1), sp._lut(RAW, gain=1.2, bias=-0.1, gamma=1.0))
+
+
 def test_foreground_fraction_centres_patches_on_foreground():
     masks = []
     for i in range(4):

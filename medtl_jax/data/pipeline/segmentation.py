@@ -4,7 +4,7 @@ Training (same guarantees as `pipeline.train_batches`): one epoch visits every i
 `patches_per_image` times, in a permutation drawn from (seed, epoch); the global batch at step t is
 positions [t*G, (t+1)*G) of that order (G = per-process batch x process count) and process k takes the
 k-th slice. Everything random about a visit (patch location, foreground centring, flip, rotations,
-brightness/contrast) comes from a Generator seeded by (seed, epoch, position), so an epoch is
+brightness/contrast, gamma, channel gains, blur) comes from a Generator seeded by (seed, epoch, position), so an epoch is
 reproducible, independent of sharding and threading, and `ds[k:]` resumes it exactly at step k.
 
 A patch is a P x P window of the (optionally rescaled) image; where it reaches past the image (images
@@ -27,6 +27,7 @@ from typing import Any
 import grain
 import numpy as np
 import PIL.Image
+import PIL.ImageFilter
 
 from medtl_jax.data.pipeline.batches import collate, epoch_order
 
@@ -61,6 +62,10 @@ class SegAugment:
     all 8 symmetries of the square). rotate_degrees: an extra rotation uniform in [-d, d].
     brightness / contrast: multiplicative factors uniform in [1 - v, 1 + v] (contrast about the
     patch mean); they change the image only.
+    gamma: intensity exponent uniform in [1 - v, 1 + v] (x -> x ** gamma, before brightness/contrast).
+    channel_gain: one multiplicative factor per colour channel, uniform in [1 - v, 1 + v] (another
+    camera's white balance). blur: with probability 1/2, a Gaussian blur of sigma uniform in [0, v] pixels
+    (another camera's or an out-of-focus image's sharpness). Site-robustness knobs; 0 = off.
     """
 
     flip: bool = True
@@ -68,14 +73,25 @@ class SegAugment:
     rotate_degrees: float = 0.0
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma: float = 0.0
+    channel_gain: float = 0.0
+    blur: float = 0.0
 
 
-def _lut(pre: SegPreprocess, gain: float = 1.0, bias: float = 0.0) -> np.ndarray:
-    """(256, 3) float32: uint8 v -> (clip(v/255 * gain + bias, 0, 1) - mean) / std per channel."""
-    y = np.arange(256, dtype=np.float32) * np.float32(gain / 255.0) + np.float32(bias)
-    if gain != 1.0 or bias != 0.0:
-        np.clip(y, 0.0, 1.0, out=y)
-    return (y[:, None] - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+def _lut(pre: SegPreprocess, gain: float = 1.0, bias: float = 0.0, gamma: float = 1.0,
+         channel_gain: np.ndarray | None = None) -> np.ndarray:
+    """(256, 3) float32: uint8 v -> (clip((v/255) ** gamma * gain * g_c + bias, 0, 1) - mean) / std per
+    channel c (g_c = channel_gain[c], 1 when None)."""
+    if gamma == 1.0 and channel_gain is None:
+        y = (np.arange(256, dtype=np.float32) * np.float32(gain / 255.0) + np.float32(bias))[:, None]
+    else:
+        x = np.power(np.arange(256, dtype=np.float32) / np.float32(255.0), np.float32(gamma))
+        gains = np.float32(gain) * (np.ones(3, np.float32) if channel_gain is None
+                                    else np.asarray(channel_gain, np.float32))
+        y = x[:, None] * gains[None, :] + np.float32(bias)
+    if gain != 1.0 or bias != 0.0 or gamma != 1.0 or channel_gain is not None:
+        y = np.clip(y, 0.0, 1.0)
+    return (y - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
 
 
 def rescale(record: dict, scale: float) -> dict:
@@ -104,6 +120,12 @@ def _window(array: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
 
 def _rotate(array: np.ndarray, degrees: float, resample) -> np.ndarray:
     return np.asarray(PIL.Image.fromarray(array).rotate(degrees, resample=resample))
+
+
+def _blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """The uint8 image blurred by a Gaussian of standard deviation `sigma` pixels (image only)."""
+    return np.asarray(PIL.Image.fromarray(np.ascontiguousarray(image)).filter(
+        PIL.ImageFilter.GaussianBlur(radius=sigma)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,18 +184,22 @@ class _PatchElement:
         if aug is not None and aug.rot90:
             k = int(rng.integers(4))
             image, mask, valid = (np.rot90(a, k, axes=(0, 1)) for a in (image, mask, valid))
+        if aug is not None and aug.blur and rng.random() < 0.5:
+            image = _blur(image, float(rng.uniform(0.0, aug.blur)))
         return {"image": np.ascontiguousarray(image), "lut": self._table(rng, image),
                 "mask": mask.astype(np.int32), "valid": (valid > 0).astype(np.float32)}
 
     def _table(self, rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
         aug = self.augment
-        if aug is None or not (aug.brightness or aug.contrast):
+        if aug is None or not (aug.brightness or aug.contrast or aug.gamma or aug.channel_gain):
             return _lut(self.preprocess)
         b = rng.uniform(1 - aug.brightness, 1 + aug.brightness) if aug.brightness else 1.0
         c = rng.uniform(1 - aug.contrast, 1 + aug.contrast) if aug.contrast else 1.0
+        g = rng.uniform(1 - aug.gamma, 1 + aug.gamma) if aug.gamma else 1.0
+        gains = rng.uniform(1 - aug.channel_gain, 1 + aug.channel_gain, 3) if aug.channel_gain else None
         m = float(image[::4, ::4].mean()) / 255.0  # contrast pivots about the patch mean
         # y = clip((x*b - m*b) * c + m*b) = clip(x * b*c + m*b*(1-c))
-        return _lut(self.preprocess, gain=b * c, bias=m * b * (1 - c))
+        return _lut(self.preprocess, gain=b * c, bias=m * b * (1 - c), gamma=g, channel_gain=gains)
 
 
 def _prepare(source, scale: float, want_foreground: bool) -> list[_Image]:
