@@ -13,6 +13,8 @@ from medtl_jax.report import stats
 from medtl_jax.report.collect import Group, Sweep, short_key, sort_value
 from medtl_jax.tasks.base import TaskFamily
 
+# The main table's columns, in order (and the first columns of the CSV tables).
+HEADLINE_METRICS = ("auc", "accuracy", "balanced_accuracy", "ece", "qwk", "dice", "iou", "hd95")
 COMPARED_KEYS = ("model.init", "model.name")  # transfer vs scratch per model; model vs model
 BASELINES = {"model.init": "scratch", "loss.imbalance": "none"}  # compared against, when present
 

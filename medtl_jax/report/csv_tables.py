@@ -11,7 +11,7 @@ import numpy as np
 from medtl_jax.report import analysis
 from medtl_jax.report.collect import Sweep, format_value, ordered_keys
 
-LEADING = ("auc", "accuracy", "balanced_accuracy", "ece", "qwk", "dice", "iou", "hd95")  # first columns
+LEADING = analysis.HEADLINE_METRICS  # first columns
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:

@@ -19,13 +19,7 @@ from medtl_jax.report.collect import Sweep, collect, format_value, short_key, so
 from medtl_jax.report.stats import CORRECTION_NAMES, CORRECTIONS
 from medtl_jax.report.gradcam_figure import gradcam_section
 from medtl_jax.report.mask_figure import mask_section
-from medtl_jax.tasks.families import SEGMENTATION
-
-LABELS = {"auc": "AUC", "accuracy": "ACC", "balanced_accuracy": "balanced ACC", "sensitivity": "sensitivity",
-          "specificity": "specificity", "f1": "F1", "ece": "ECE", "qwk": "QWK", "dice": "Dice", "iou": "IoU",
-          "hd95": "HD95 (px)", "sensitivity_youden": "sensitivity @Youden",
-          "specificity_youden": "specificity @Youden"}
-MAIN_METRICS = ("auc", "accuracy", "balanced_accuracy", "ece", "qwk", "dice", "iou", "hd95")
+from medtl_jax.tasks.families import METRIC_LABELS, SEGMENTATION
 
 
 @dataclasses.dataclass
@@ -60,9 +54,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def main_table(summaries: list[analysis.GroupSummary], bootstrap: int) -> list[str]:
     """Group × headline metrics (mean ± std over seeds), AUC with its pooled bootstrap CI."""
     segmentation = all(not s.group.family.example_predictions for s in summaries)
-    order = SEGMENTATION.reported_metrics if segmentation else MAIN_METRICS
+    order = SEGMENTATION.reported_metrics if segmentation else analysis.HEADLINE_METRICS
     names = [m for m in order if any(m in s.mean_std for s in summaries)]
-    labels = {**LABELS, "accuracy": "pixel ACC"} if segmentation else LABELS
+    labels = {**METRIC_LABELS, "accuracy": "pixel ACC"} if segmentation else METRIC_LABELS
     header = ["group", *(labels[m] + (" [95% CI]" if m == "auc" and bootstrap else "") for m in names),
               "seeds", "n runs"]
     rows = []
@@ -105,7 +99,7 @@ def data_efficiency_section(table: dict | None, figure: str | None) -> list[str]
     rows = [[label, *(fmt_mean_std(points.get(f, (np.nan, np.nan))) for f in fractions)]
             for label, points in table["lines"].items()]
     out = ["## Data efficiency", "",
-           f"Test {LABELS.get(table['metric'], table['metric'])} (mean ± std over seeds) by "
+           f"Test {METRIC_LABELS.get(table['metric'], table['metric'])} (mean ± std over seeds) by "
            f"`{table['key']}`.", ""]
     out += _table(["setting", *(format_value(f) for f in fractions)], rows)
     return out + (["", f"![data efficiency]({figure})"] if figure else []) + [""]
@@ -131,7 +125,7 @@ def imbalance_section(table: dict | None) -> list[str]:
             for label, cells in table["rows"].items()]
     return ["## Class imbalance", "", "Test metrics at the fixed threshold (config.eval.threshold) and, where "
             "recorded, at the Youden threshold chosen on validation; mean ± std over seeds.", "",
-            *_table(["group", *(LABELS.get(c, c) for c in table["columns"])], rows), ""]
+            *_table(["group", *(METRIC_LABELS.get(c, c) for c in table["columns"])], rows), ""]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ SEGMENTATION = TaskFamily(
     selectable_metrics={kind: segmentation_metrics.SELECTABLE_METRICS for kind in MASK_KINDS},
     reported_metrics=segmentation_metrics.REPORTED_METRICS, example_predictions=False)
 FAMILIES = (CLASSIFICATION, SEGMENTATION)
+# How reports name each metric (results.json keys -> column labels).
+METRIC_LABELS = {"auc": "AUC", "accuracy": "ACC", "balanced_accuracy": "balanced ACC", "sensitivity": "sensitivity",
+                 "specificity": "specificity", "f1": "F1", "ece": "ECE", "qwk": "QWK", "dice": "Dice", "iou": "IoU",
+                 "hd95": "HD95 (px)", "sensitivity_youden": "sensitivity @Youden",
+                 "specificity_youden": "specificity @Youden"}
 # Every metric any kind can select a checkpoint by, in a stable order.
 SELECTABLE_METRICS = tuple(dict.fromkeys(m for f in FAMILIES for ms in f.selectable_metrics.values() for m in ms))
 

@@ -3,11 +3,10 @@ report of a run evaluated on another dataset)."""
 
 from __future__ import annotations
 
-from medtl_jax.tasks.families import SEGMENTATION, family_of
+from medtl_jax.tasks.families import METRIC_LABELS, SEGMENTATION, family_of
 
-_METRICS = (("auc", "AUC"), ("accuracy", "ACC"), ("balanced_accuracy", "balanced ACC"),
-            ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "F1"), ("qwk", "QWK"),
-            ("ece", "ECE"), ("dice", "Dice"), ("iou", "IoU"), ("hd95", "HD95 (px)"))
+_METRICS = tuple((k, METRIC_LABELS[k]) for k in ("auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+                                                  "f1", "qwk", "ece", "dice", "iou", "hd95"))
 _YOUDEN = (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("f1", "F1"), ("accuracy", "ACC"))
 
 
