@@ -19,7 +19,6 @@ Bad inputs end with one `error: ...` line and exit code 2; --debug or MEDTL_DEBU
 from __future__ import annotations
 
 import logging
-import re
 
 from absl import app, flags
 from absl import logging as absl_logging
@@ -29,27 +28,12 @@ _OUT = flags.DEFINE_string("out", None, "Folder for results.json, predictions an
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of input errors too (or set MEDTL_DEBUG=1).")
 flags.mark_flags_as_required(["workdir", "out"])
 
-OVERRIDE = re.compile(r"--config\.([\w.]+)=(.*)", re.DOTALL)
 _OVERRIDES: list[tuple[str, str]] = []
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """(the other arguments, [(field, text)] of every --config.<field>=value); ValueError for a
-    --config.<field> without '=value'."""
-    rest, overrides = [], []
-    for arg in argv:
-        m = OVERRIDE.fullmatch(arg)
-        if m:
-            overrides.append((m.group(1), m.group(2)))
-        elif arg.startswith("--config."):
-            raise ValueError(f"{arg}: give config overrides as --config.data.<field>=value")
-        else:
-            rest.append(arg)
-    return rest, overrides
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl flags after the --config.data.* overrides are taken out (kept for main)."""
+    from medtl_jax.config.arguments import split_overrides
     from medtl_jax.runtime.cli_errors import user_errors
     with user_errors(debug="--debug" in argv):
         rest, overrides = split_overrides(argv)
@@ -60,25 +44,10 @@ def parse_flags(argv: list[str]) -> list[str]:
             raise ValueError(str(err)) from err
 
 
-def data_overrides(config, overrides: list[tuple[str, str]]) -> dict:
-    """{data field: typed value}; only config.data fields may change, each typed like the run's value."""
-    from medtl_jax.config.arguments import typed_value
-    from medtl_jax.config.validate import unknown_field_message
-    out = {}
-    for field, text in overrides:
-        group, _, name = field.partition(".")
-        if group != "data" or "." in name or not name:
-            raise ValueError(f"--config.{field}: only config.data.<field> can change here; the model, its "
-                             "preprocessing and evaluation come from the run's config.json")
-        if name not in config.data:
-            raise ValueError(unknown_field_message(config, field))
-        out[name] = typed_value(f"config.{field}", text, config.data[name])
-    return out
-
-
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log every file operation at INFO
+    from medtl_jax.config.arguments import data_overrides
     from medtl_jax.inference.cross_evaluate import evaluate_on
     from medtl_jax.inference.prediction_model import run_config
     from medtl_jax.runtime.cli_errors import user_errors

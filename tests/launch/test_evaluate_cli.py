@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from launch.evaluate import data_overrides, split_overrides
+from medtl_jax.config.arguments import data_overrides, split_overrides
 from tests.helpers.paths import REPO_ROOT
 from tests.helpers.tiny_recipe import tiny_config
 
