@@ -215,7 +215,7 @@ def _saved_segmentation_run(workdir, tfds_dir, image):
                                                train=False))
     tx = wrap_optimizer(make_optimizer(c, 6, 6)[0], shapes["params"], c.model.name, c.transfer)
     setup = types.SimpleNamespace(parts=types.SimpleNamespace(input_shape=(32, 32, 3)), model=model, tx=tx,
-                                  mesh=mesh)
+                                  mesh=mesh, ema_decay=0.0)
     state = jax.device_get(train.create_state(c, setup))
     mean, std = input_normalization(get_spec("cbr_tiny"), "cbr_tiny", 3)
     x = ((image / 255.0 - np.asarray(mean)) / np.asarray(std)).astype(np.float32)[None]
