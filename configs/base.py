@@ -76,6 +76,8 @@ def base_config() -> ml_collections.ConfigDict:
     c.segmentation.patches_per_image = 8  # random patches per training image per epoch
     c.segmentation.foreground_fraction = 0.5  # chance a patch is centred on a foreground pixel
     c.segmentation.scale = 1.0          # resize whole images by this factor first (masks nearest)
+    c.segmentation.fov_diameter = 0     # >0: resize each image so its field of view is this wide (replaces scale)
+    c.segmentation.intensity = "none"   # per-image mapping: 'none' | 'standardize' | 'clahe' | 'green_clahe'
     c.segmentation.overlap = 0.5        # sliding-window inference overlap
     c.segmentation.window = 0           # inference window; 0 = patch_size
 

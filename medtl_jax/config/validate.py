@@ -16,6 +16,7 @@ import ml_collections
 
 from medtl_jax.data import DATASETS
 from medtl_jax.data.pipeline.batches import RESIZE_METHODS
+from medtl_jax.data.pipeline.intensity import INTENSITY_MODES
 from medtl_jax.models import MODELS
 from medtl_jax.models.resnet import STEMS
 from medtl_jax.models.segmenter import DECODERS
@@ -83,6 +84,7 @@ NUMBER_RANGES = {
     "segmentation.patches_per_image": (1, _INF, True, False),
     "segmentation.foreground_fraction": (0, 1, True, True),
     "segmentation.scale": (0, _INF, False, False),
+    "segmentation.fov_diameter": (0, _INF, True, False),
     "segmentation.overlap": (0, 1, True, False),
     "segmentation.window": (0, _INF, True, False),  # 0 = patch_size
     "optimizer.lr": (0, _INF, False, False),
@@ -115,12 +117,16 @@ def _interval(low, high, low_in, high_in) -> str:
 
 
 def check_numbers(config: ml_collections.ConfigDict) -> None:
-    """ValueError naming the first numeric field that is NaN/Inf or outside its interval (NUMBER_RANGES)."""
-    for key in flat_keys(config):
+    """ValueError naming the first numeric field that is NaN/Inf or outside its interval (NUMBER_RANGES).
+    Fields the config lacks are skipped: runs recorded before a field was added still load."""
+    present = flat_keys(config)
+    for key in present:
         value = field_value(config, key)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"config.{key}={value} is not a finite number")
     for key, (low, high, low_in, high_in) in NUMBER_RANGES.items():
+        if key not in present:  # a finished run's config.json from before the field existed: its default
+            continue
         value = field_value(config, key)
         ok = (low < value or (low_in and value == low)) and (value < high or (high_in and value == high))
         if not ok:
@@ -164,6 +170,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _choice("loss.focal_alpha", config.loss.focal_alpha, WEIGHT_SCHEMES)
     _choice("loss.segmentation", config.loss.segmentation, SEGMENTATION_LOSSES)
     _choice("segmentation.decoder", config.segmentation.decoder, DECODERS)
+    _choice("segmentation.intensity", config.segmentation.get("intensity", "none"), INTENSITY_MODES)
     _choice("mesh.batch_norm", config.mesh.batch_norm, BATCH_NORM_MODES)
     check_numbers(config)
     check_paths(config)

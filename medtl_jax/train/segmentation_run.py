@@ -34,8 +34,10 @@ def segmentation_model(config, info) -> ModelParts:
                             backbone_bn=effective_bn_mode(config.transfer))
     mean, std = input_normalization(get_spec(config.model.name), config.model.name, 3)
     size = config.segmentation.patch_size
-    return ModelParts(task, model, SegPreprocess(mean=mean, std=std, scale=config.segmentation.scale),
-                      (size, size, 3))
+    preprocess = SegPreprocess(mean=mean, std=std, scale=config.segmentation.scale,
+                               intensity=config.segmentation.get("intensity", "none"),
+                               fov_diameter=config.segmentation.get("fov_diameter", 0))
+    return ModelParts(task, model, preprocess, (size, size, 3))
 
 
 def window_predictor(config, built: ModelParts, mesh, batch: int | None = None) -> WindowPredictor:

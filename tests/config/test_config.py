@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import default as default_config
@@ -51,6 +52,8 @@ def test_unknown_field_message_suggests_closest():
     ("data.name", "medmnis", "config.data.name.*medmnist"),
     ("train.batch_size", 0, r"config.train.batch_size=0 is out of range: it must lie in \[1, "),
     ("model.stem", "cifar", "config.model.stem='cifar' is not available for config.model.name='efficientnet_lite0'"),
+    ("segmentation.intensity", "clahe_green", "config.segmentation.intensity='clahe_green'.*green_clahe"),
+    ("segmentation.fov_diameter", -2, r"config.segmentation.fov_diameter=-2 is out of range"),
 ])
 def test_validate_config_names_the_bad_field(key, value, match):
     c = base_config()
@@ -58,6 +61,16 @@ def test_validate_config_names_the_bad_field(key, value, match):
     c[group][name] = value
     with pytest.raises(ValueError, match=match):
         validate_config(c)
+
+
+def test_a_run_recorded_before_newer_fields_existed_still_validates():
+    c = base_config().to_dict()
+    for group, name in (("segmentation", "fov_diameter"), ("segmentation", "intensity"), ("train", "ema_decay")):
+        del c[group][name]  # config.json of a run from an older version
+    validate_config(ml_collections.ConfigDict(c))
+    c["train"]["patience"] = -1  # fields it does have are still checked
+    with pytest.raises(ValueError, match="config.train.patience=-1"):
+        validate_config(ml_collections.ConfigDict(c))
 
 
 def test_command_line_override_typo_fails_at_once(tmp_path):

@@ -298,6 +298,26 @@ def test_scale_resizes_image_mask_fov():
         sp.SegPreprocess(scale=0)
 
 
+def test_fov_diameter_resizes_each_image_to_a_common_field_of_view():
+    def disc(size, radius):
+        yy, xx = np.mgrid[:size, :size]
+        fov = (((yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2) <= radius ** 2).astype(np.uint8)
+        return np.full((size, size, 3), 120, np.uint8), fov, fov.copy()
+
+    small, large = disc(60, 25), disc(120, 50)  # fields 50 and 100 px wide
+    src = sf.SegmentationSource([small[0], large[0]], [small[1], large[1]], [small[2], large[2]], ["s", "l"])
+    pre = sp.SegPreprocess(fov_diameter=40)
+    assert [sp.record_scale(src[i], pre) for i in range(2)] == [0.8, 0.4]
+    out = list(sp.seg_eval_images(src, pre))
+    assert [o["image"].shape for o in out] == [(48, 48, 3), (48, 48, 3)]
+    assert [o["original_size"] for o in out] == [(60, 60), (120, 120)]
+    no_fov = sf.SegmentationSource([large[0]], [large[1] * 0], [np.zeros((120, 120), np.uint8)], ["n"])
+    assert sp.record_scale(no_fov[0], pre) == 40 / 120  # no field of view: the image's longer side
+    assert sp.record_scale(src[0], sp.SegPreprocess(scale=0.5)) == 0.5
+    with pytest.raises(ValueError, match="fov_diameter"):
+        sp.SegPreprocess(fov_diameter=-1)
+
+
 def test_eval_images_full_size():
     src = _source(n=3, h=40, w=48)
     pre = sp.SegPreprocess(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.5))

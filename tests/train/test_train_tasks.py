@@ -91,6 +91,7 @@ def test_segmentation_run_end_to_end(tmp_path):
                                                "optimizer.name": "adam", "optimizer.lr": 3e-3,
                                                "train.epochs": 4, "train.batch_size": 8, "train.eval_batch_size": 8})
     c.segmentation.patch_size, c.segmentation.patches_per_image = 32, 8
+    c.segmentation.intensity = "standardize"  # the run's preprocessing travels with it to other sites
     results = train.train_and_evaluate(c, tmp_path / "run")
     assert results["selection"]["metric"] == "dice"
     test = results["test"]

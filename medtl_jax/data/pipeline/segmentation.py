@@ -30,19 +30,30 @@ import PIL.Image
 import PIL.ImageFilter
 
 from medtl_jax.data.pipeline.batches import collate, epoch_order
+from medtl_jax.data.pipeline.intensity import INTENSITY_MODES, apply_intensity
 
 
 @dataclasses.dataclass(frozen=True)
 class SegPreprocess:
-    """Deterministic part: per-channel normalisation ([0,1] units) and a resize factor.
+    """Deterministic part: a resize factor, per-image intensity mapping and per-channel normalisation.
 
     scale: the whole image (bilinear), mask and fov (nearest) are resized by this factor before
     patching and for evaluation; predictions then live on the rescaled grid.
+    fov_diameter: > 0 replaces `scale` by a factor per image that makes the longer side of the field of
+    view's bounding box (the whole image where there is no field of view) this many pixels. Fundus
+    cameras differ in resolution and angle; at a common field-of-view size, vessels of DRIVE (45-degree
+    camera, 533-px field) and CHASE_DB1 (30 degrees, 923 px) are equally wide (3.2 px mean), so a model
+    sees the same geometry at every site.
+    intensity: one of `intensity.INTENSITY_MODES`, applied to each whole (rescaled) image before
+    patching and augmentation, identically for training, evaluation and prediction.
+    mean / std: per-channel normalisation in [0, 1] units, last.
     """
 
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     scale: float = 1.0
+    intensity: str = "none"
+    fov_diameter: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -52,6 +63,10 @@ class SegPreprocess:
             raise ValueError(f"mean/std need 3 values, std > 0: got {self.mean}, {self.std}")
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale}")
+        if self.fov_diameter < 0:
+            raise ValueError(f"fov_diameter must be >= 0, got {self.fov_diameter}")
+        if self.intensity not in INTENSITY_MODES:
+            raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {self.intensity!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +120,25 @@ def rescale(record: dict, scale: float) -> dict:
     for key in ("mask", "fov"):
         out[key] = np.asarray(PIL.Image.fromarray(record[key]).resize(size, PIL.Image.NEAREST))
     return out
+
+
+def record_scale(record: dict, preprocess: SegPreprocess) -> float:
+    """The resize factor of one record: `preprocess.scale`, or the field-of-view rule of `fov_diameter`."""
+    if not preprocess.fov_diameter:
+        return preprocess.scale
+    inside = np.asarray(record["fov"] if record.get("fov") is not None else record["mask"]) > 0
+    if not inside.any():
+        return preprocess.fov_diameter / float(max(inside.shape))
+    rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
+    return preprocess.fov_diameter / float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
+def prepare_record(record: dict, preprocess: SegPreprocess) -> dict:
+    """Record rescaled (`record_scale`), its image mapped by `preprocess.intensity` (uint8 still)."""
+    r = rescale(record, record_scale(record, preprocess))
+    if preprocess.intensity == "none":
+        return r
+    return {**r, "image": apply_intensity(np.asarray(r["image"]), preprocess.intensity, r.get("fov"))}
 
 
 def _window(array: np.ndarray, y0: int, x0: int, size: int) -> np.ndarray:
@@ -202,11 +236,12 @@ class _PatchElement:
         return _lut(self.preprocess, gain=b * c, bias=m * b * (1 - c), gamma=g, channel_gain=gains)
 
 
-def _prepare(source, scale: float, want_foreground: bool) -> list[_Image]:
-    """Every record of `source` rescaled, with foreground pixel lists when centring is on."""
+def _prepare(source, preprocess: SegPreprocess, want_foreground: bool) -> list[_Image]:
+    """Every record of `source` rescaled and intensity-mapped, with foreground pixel lists when centring
+    is on."""
     out = []
     for i in range(len(source)):
-        r = rescale(source[i], scale)
+        r = prepare_record(source[i], preprocess)
         fg = np.flatnonzero(r["mask"]) if want_foreground else None
         out.append(_Image(np.asarray(r["image"]), np.asarray(r["mask"]), np.asarray(r["fov"]), fg))
     return out
@@ -238,7 +273,7 @@ def seg_train_batches(source, *, patch_size: int, patches_per_image: int, batch_
                          f"batch of {global_batch}")
     grid = np.arange(steps * global_batch).reshape(steps, shard_count, batch_size)
     positions = grid[:, shard_index].reshape(-1)
-    element = _PatchElement(_prepare(source, preprocess.scale, foreground_fraction > 0), order,
+    element = _PatchElement(_prepare(source, preprocess, foreground_fraction > 0), order,
                             int(patch_size), preprocess, augment, float(foreground_fraction),
                             (int(seed), int(epoch)))
     ds = grain.MapDataset.source(positions).map(element)
@@ -249,13 +284,13 @@ def seg_eval_images(source, preprocess: SegPreprocess) -> Iterator[dict[str, Any
     """Every image once, in source order, whole (sliding-window inference happens elsewhere).
 
     Yields {'image': float32 HxWx3 normalised, 'mask': int32 HxW, 'valid': float32 HxW (fov),
-    'id': str, 'index': int, 'original_size': (H0, W0)}; H, W are after `preprocess.scale`, so with
-    scale != 1 resize predictions to original_size and compare with source[index]['mask'].
+    'id': str, 'index': int, 'original_size': (H0, W0)}; H, W are after rescaling (`record_scale`), so
+    where they differ resize predictions to original_size and compare with source[index]['mask'].
     """
     table = _lut(preprocess)
     for i in range(len(source)):
         record = source[i]
-        r = rescale(record, preprocess.scale)
+        r = prepare_record(record, preprocess)
         image = collate([{"image": r["image"], "lut": table}])["image"][0]
         yield {"image": image, "mask": np.asarray(r["mask"], np.int32),
                "valid": (np.asarray(r["fov"]) > 0).astype(np.float32),

@@ -69,7 +69,7 @@ class WindowPredictor:
                                            batch_size=self.batch)
             record = source[item["index"]]
             h, w = record["mask"].shape
-            if probs.shape[:2] != (h, w):  # preprocess.scale != 1: back to the original grid
+            if probs.shape[:2] != (h, w):  # rescaled (scale, fov_diameter): back to the original grid
                 probs = np.stack([np.asarray(PIL.Image.fromarray(probs[..., k].astype(np.float32)).resize(
                     (w, h), PIL.Image.BILINEAR)) for k in range(probs.shape[-1])], axis=-1)
             out.append({"id": item["id"], "probs": probs, "mask": record["mask"], "fov": record["fov"]})
