@@ -126,9 +126,10 @@ def record_scale(record: dict, preprocess: SegPreprocess) -> float:
     """The resize factor of one record: `preprocess.scale`, or the field-of-view rule of `fov_diameter`."""
     if not preprocess.fov_diameter:
         return preprocess.scale
-    inside = np.asarray(record["fov"] if record.get("fov") is not None else record["mask"]) > 0
-    if not inside.any():
-        return preprocess.fov_diameter / float(max(inside.shape))
+    fov = record.get("fov")
+    if fov is None or not np.any(fov):
+        return preprocess.fov_diameter / float(max(record["mask"].shape))
+    inside = np.asarray(fov) > 0
     rows, cols = np.flatnonzero(inside.any(axis=1)), np.flatnonzero(inside.any(axis=0))
     return preprocess.fov_diameter / float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
 
@@ -136,8 +137,6 @@ def record_scale(record: dict, preprocess: SegPreprocess) -> float:
 def prepare_record(record: dict, preprocess: SegPreprocess) -> dict:
     """Record rescaled (`record_scale`), its image mapped by `preprocess.intensity` (uint8 still)."""
     r = rescale(record, record_scale(record, preprocess))
-    if preprocess.intensity == "none":
-        return r
     return {**r, "image": apply_intensity(np.asarray(r["image"]), preprocess.intensity, r.get("fov"))}
 
 
